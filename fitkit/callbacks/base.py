@@ -1,0 +1,186 @@
+"""The callback protocol of Keras: :class:`Callback` and the :class:`CallbackList` that fit drives."""
+
+
+class Callback:
+    """Base class for callbacks; override the hooks you need.
+
+    ``self.model`` is the model being trained and ``self.params`` holds ``verbose``, ``epochs`` and
+    ``steps``. Set ``self.model.stop_training = True`` to end training after the current epoch.
+
+    >>> class PrintLoss(Callback):
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         print(epoch, logs["loss"])
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None):
+        """Called once at the start of fit."""
+
+    def on_train_end(self, logs=None):
+        """Called once at the end of fit, also when training stopped early or was interrupted."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called at the start of each epoch (0-based ``epoch``)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called after each epoch with the epoch's logs, ``val_`` keys included."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Called before each training batch (``batch`` restarts at 0 each epoch)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Called after each training batch with the running means of loss and metrics."""
+
+    def on_test_begin(self, logs=None):
+        """Called at the start of evaluate and of each validation pass."""
+
+    def on_test_end(self, logs=None):
+        """Called at the end of evaluate and of each validation pass."""
+
+    def on_test_batch_begin(self, batch, logs=None):
+        """Called before each evaluation batch."""
+
+    def on_test_batch_end(self, batch, logs=None):
+        """Called after each evaluation batch."""
+
+    def on_predict_begin(self, logs=None):
+        """Called at the start of predict."""
+
+    def on_predict_end(self, logs=None):
+        """Called at the end of predict."""
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        """Called before each prediction batch."""
+
+    def on_predict_batch_end(self, batch, logs=None):
+        """Called after each prediction batch; ``logs["outputs"]`` holds the batch's outputs."""
+
+    # Keras 2 names, still used in older callback code.
+    def on_batch_begin(self, batch, logs=None):
+        """Alias kept for Keras 2 code; called with on_train_batch_begin."""
+
+    def on_batch_end(self, batch, logs=None):
+        """Alias kept for Keras 2 code; called with on_train_batch_end."""
+
+
+HOOKS = (
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+    "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
+    "on_predict_batch_begin", "on_predict_batch_end",
+)
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+
+def _overrides(callback, hook):
+    """Whether ``callback`` does something in ``hook`` (a method that is not the base's no-op)."""
+    method = getattr(type(callback), hook, None)
+    if method is None:
+        # Duck-typed callbacks (not Callback subclasses) may set hooks as instance attributes.
+        return callable(getattr(callback, hook, None))
+    return method is not getattr(Callback, hook, None)
+
+
+class CallbackList:
+    """Calls a hook on every callback that implements it, in order.
+
+    Only callbacks that override a hook are called for it, so an empty batch hook costs nothing in
+    the step loop; ``has(hook)`` lets the loop skip building logs nobody reads.
+    """
+
+    def __init__(self, callbacks=(), model=None, params=None):
+        self.callbacks = list(callbacks)
+        self.model = None
+        self.params = {}
+        if model is not None:
+            self.set_model(model)
+        if params is not None:
+            self.set_params(params)
+        self._index()
+
+    def _index(self):
+        self._by_hook = {}
+        for hook in HOOKS:
+            bound = [getattr(cb, hook) for cb in self.callbacks if _overrides(cb, hook)]
+            alias = _ALIASES.get(hook)
+            if alias:
+                bound += [getattr(cb, alias) for cb in self.callbacks if _overrides(cb, alias)]
+            self._by_hook[hook] = bound
+
+    def append(self, callback):
+        self.callbacks.append(callback)
+        if self.model is not None:
+            callback.set_model(self.model)
+        callback.set_params(self.params)
+        self._index()
+
+    def set_model(self, model):
+        self.model = model
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def set_params(self, params):
+        self.params = params
+        for cb in self.callbacks:
+            cb.set_params(params)
+
+    def has(self, hook):
+        return bool(self._by_hook[hook])
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+    def _call(self, hook, *args):
+        for fn in self._by_hook[hook]:
+            fn(*args)
+
+    def on_train_begin(self, logs=None):
+        self._call("on_train_begin", logs)
+
+    def on_train_end(self, logs=None):
+        self._call("on_train_end", logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._call("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._call("on_epoch_end", epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._call("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._call("on_train_batch_end", batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._call("on_test_begin", logs)
+
+    def on_test_end(self, logs=None):
+        self._call("on_test_end", logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._call("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._call("on_test_batch_end", batch, logs)
+
+    def on_predict_begin(self, logs=None):
+        self._call("on_predict_begin", logs)
+
+    def on_predict_end(self, logs=None):
+        self._call("on_predict_end", logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._call("on_predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._call("on_predict_batch_end", batch, logs)

@@ -1,0 +1,69 @@
+"""Logs that read device values only when somebody looks at them.
+
+Keras hands every batch hook a ``logs`` dict of Python floats. Building it each step would force a
+device sync per step; a :class:`LazyLogs` holds the function that computes the values and runs it on
+first access, so callbacks that never read batch logs cost nothing.
+"""
+
+from collections.abc import MutableMapping
+
+import torch
+
+
+def to_float(value):
+    """A Python float from a tensor, NumPy scalar or number (a sync for device tensors, so call it rarely)."""
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().item()) if value.numel() != 1 else float(value.item())
+    return float(value)
+
+
+class LazyLogs(MutableMapping):
+    """A dict of floats whose values are computed from ``compute()`` on first read.
+
+    >>> logs = LazyLogs(lambda: {"loss": torch.tensor(0.5)})
+    >>> logs["loss"]
+    0.5
+    """
+
+    __slots__ = ("_compute", "_values")
+
+    def __init__(self, compute):
+        self._compute = compute
+        self._values = None
+
+    def _materialize(self):
+        if self._values is None:
+            self._values = {k: to_float(v) for k, v in self._compute().items()}
+            self._compute = None
+        return self._values
+
+    def __getitem__(self, key):
+        return self._materialize()[key]
+
+    def __setitem__(self, key, value):
+        self._materialize()[key] = value
+
+    def __delitem__(self, key):
+        del self._materialize()[key]
+
+    def __iter__(self):
+        return iter(self._materialize())
+
+    def __len__(self):
+        return len(self._materialize())
+
+    def __bool__(self):
+        # `logs = logs or {}` is common in callbacks; answering it must not sync.
+        return True
+
+    def __repr__(self):
+        return f"LazyLogs({self._materialize()!r})"
+
+
+def materialize(logs):
+    """A plain dict of floats from any logs mapping (the one sync at an epoch end)."""
+    if logs is None:
+        return {}
+    if isinstance(logs, LazyLogs):
+        return dict(logs._materialize())
+    return {k: to_float(v) for k, v in logs.items()}
