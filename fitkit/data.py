@@ -1,0 +1,476 @@
+"""Everything a user can pass as x / y / validation_data, turned into batches on the model's device.
+
+In-memory data (NumPy arrays, tensors, and lists/tuples/dicts of them) never goes through a
+``DataLoader``: it is converted once, placed on the device once, and each epoch draws one permutation
+from the model's own ``torch.Generator`` and gathers batches with ``index_select``. A ``DataLoader``,
+``Dataset``, generator or other iterable is iterated as it is, each batch moved to the device.
+
+A batch is always the tuple ``(x, y, sample_weight)``; ``y`` and ``sample_weight`` may be ``None``.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+#: What the DataLoader path takes when the user gives a ``Dataset``: the loader's own defaults.
+_ARRAY_KINDS = (np.ndarray, torch.Tensor)
+
+
+# ----------------------------------------------------------------------------------------- structures
+
+def flatten(structure):
+    """The tensors of a tensor / list / tuple / dict structure, in a fixed order."""
+    if structure is None:
+        return []
+    if isinstance(structure, dict):
+        return [t for key in structure for t in flatten(structure[key])]
+    if isinstance(structure, (list, tuple)):
+        return [t for item in structure for t in flatten(item)]
+    return [structure]
+
+
+def _rebuilder(structure):
+    """A function that puts a flat list of tensors back into the shape of ``structure``."""
+    if structure is None:
+        return lambda leaves, i=0: (None, i)
+    if isinstance(structure, dict):
+        parts = [(key, _rebuilder(value)) for key, value in structure.items()]
+
+        def rebuild(leaves, i=0):
+            out = {}
+            for key, part in parts:
+                out[key], i = part(leaves, i)
+            return out, i
+        return rebuild
+    if isinstance(structure, (list, tuple)):
+        parts = [_rebuilder(item) for item in structure]
+        kind = type(structure) if type(structure) in (list, tuple) else tuple
+
+        def rebuild(leaves, i=0):
+            out = []
+            for part in parts:
+                value, i = part(leaves, i)
+                out.append(value)
+            return kind(out), i
+        return rebuild
+    return lambda leaves, i=0: (leaves[i], i + 1)
+
+
+def map_structure(fn, structure):
+    """``structure`` with ``fn`` applied to every tensor in it."""
+    if structure is None:
+        return None
+    if isinstance(structure, dict):
+        return {key: map_structure(fn, value) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(map_structure(fn, item) for item in structure) \
+            if type(structure) in (list, tuple) else tuple(map_structure(fn, item) for item in structure)
+    return fn(structure)
+
+
+def is_array_like(value):
+    """Whether ``value`` is in-memory data: an array, a tensor, or a list/tuple/dict of them."""
+    if isinstance(value, _ARRAY_KINDS) or (hasattr(value, "__array__") and not isinstance(value, (str, bytes))):
+        return True
+    if isinstance(value, dict):
+        return len(value) > 0 and all(is_array_like(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            return False
+        if all(isinstance(v, (int, float, bool, np.number)) for v in value):
+            return True  # a plain list of numbers, such as labels
+        return all(is_array_like(v) for v in value)
+    return False
+
+
+def to_tensor(value, name):
+    """A tensor from an array-like; float64 NumPy data becomes float32 as in Keras."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except Exception as exc:
+            raise TypeError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
+                            "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
+    if value.dtype == np.float64:
+        value = value.astype(np.float32)
+    elif value.dtype == object or value.dtype.kind in "USO":
+        raise TypeError(f"{name}: got an array of dtype {value.dtype}; expected numbers "
+                        "(encode strings and objects as numbers first)")
+    if not value.flags.writeable or not value.flags.c_contiguous:
+        value = np.ascontiguousarray(value).copy()
+    return torch.from_numpy(value)
+
+
+def tensors(structure, name):
+    """``structure`` with every array-like leaf converted to a tensor."""
+    if structure is None:
+        return None
+    if isinstance(structure, dict):
+        return {k: tensors(v, f"{name}[{k!r}]") for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)) and not all(
+            isinstance(v, (int, float, bool, np.number)) for v in structure):
+        return type(structure)(tensors(v, f"{name}[{i}]") for i, v in enumerate(structure))
+    return to_tensor(structure, name)
+
+
+def num_samples(structure, name):
+    """The shared first dimension of every tensor in ``structure``; a clear error when they differ."""
+    sizes = {t.shape[0] if t.dim() > 0 else None for t in flatten(structure)}
+    if None in sizes:
+        raise ValueError(f"{name}: got a 0-dimensional value; expected arrays whose first axis is the samples")
+    if len(sizes) != 1:
+        raise ValueError(f"{name}: the arrays have different numbers of samples {sorted(sizes)}; "
+                         "expected one shared first dimension")
+    return sizes.pop()
+
+
+def is_numpy_input(x):
+    """Whether the user gave NumPy data (predict then answers in NumPy)."""
+    leaves = flatten(x) if isinstance(x, (list, tuple, dict)) else [x]
+    return bool(leaves) and all(isinstance(t, np.ndarray) or (hasattr(t, "__array__") and not
+                                isinstance(t, torch.Tensor)) for t in leaves)
+
+
+def move(structure, device, non_blocking=False):
+    """``structure`` on ``device`` (tensors already there are returned as they are)."""
+    if structure is None:
+        return None
+    return map_structure(lambda t: t.to(device, non_blocking=non_blocking)
+                         if isinstance(t, torch.Tensor) else t, structure)
+
+
+# ----------------------------------------------------------------------------------------- weights
+
+def class_weight_table(class_weight, name="class_weight"):
+    """A float tensor ``table[c]`` = weight of class ``c`` (classes not listed weigh 1)."""
+    if not isinstance(class_weight, dict) or not class_weight:
+        raise TypeError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+            raise ValueError(f"{name}: got the key {key!r}; expected non-negative integer class indices")
+        if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+            raise ValueError(f"{name}: got the weight {value!r} for class {key}; expected a number")
+    table = torch.ones(max(class_weight) + 1, dtype=torch.float32)
+    for key, value in class_weight.items():
+        table[int(key)] = float(value)
+    return table
+
+
+def class_indices(y):
+    """Class index per sample: integer labels as they are, one-hot rows by argmax, 0/1 floats rounded."""
+    if y.dim() > 1 and y.shape[-1] > 1:
+        return y.argmax(dim=-1)
+    if y.dim() > 1:
+        y = y.reshape(y.shape[0])
+    return y if not y.is_floating_point() else y.round().long()
+
+
+def apply_class_weight(y, sample_weight, table):
+    """Per-sample weights: the class weights of ``y`` times ``sample_weight`` when there is one."""
+    if isinstance(y, (list, tuple, dict)):
+        raise ValueError("class_weight: got a model with several outputs; class_weight needs a single "
+                         "target array (use sample_weight instead)")
+    idx = class_indices(y)
+    table = table.to(idx.device)
+    if idx.numel() and int(idx.max()) >= table.numel():
+        table = torch.cat([table, torch.ones(int(idx.max()) + 1 - table.numel(), device=idx.device)])
+    weights = table[idx.long()]
+    return weights if sample_weight is None else weights * sample_weight
+
+
+# ----------------------------------------------------------------------------------------- sources
+
+class ArraySource:
+    """Batches of in-memory tensors: one permutation per pass, ``index_select`` per batch.
+
+    ``steps`` (steps_per_epoch) may be fewer or more batches than one pass: the stream then goes on
+    where the last epoch stopped, drawing a new permutation when a pass ends, as Keras does.
+    """
+
+    def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
+                 device=None, steps=None):
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.n = num_samples((x, y, sample_weight), "x, y and sample_weight")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.steps = steps
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.batches_per_pass = max(1, math.ceil(self.n / batch_size))
+        self._leaves = flatten((x, y, sample_weight))
+        self._rebuild = _rebuilder((x, y, sample_weight))
+        self._per_batch_transfer = False
+        self._place()
+        self._perm = None
+        self._cursor = self.n  # a new pass starts on the first batch
+        self.pass_rng_state = None
+
+    def _place(self):
+        """Move the data to the device once, or keep it on the host (pinned) when it would not fit."""
+        if self.device.type == "cpu":
+            return
+        nbytes = sum(t.numel() * t.element_size() for t in self._leaves)
+        fits = True
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            fits = nbytes < 0.4 * free
+        if fits:
+            self._leaves = [t.to(self.device) for t in self._leaves]
+        else:
+            self._leaves = [t.pin_memory() for t in self._leaves]
+            self._per_batch_transfer = True
+
+    @property
+    def num_steps(self):
+        """Batches per epoch."""
+        return self.steps if self.steps is not None else self.batches_per_pass
+
+    @property
+    def example(self):
+        """The first sample of x (batch of one) for summary()."""
+        x, _ = _rebuilder(self.x)(self._leaves)
+        return map_structure(lambda t: t[:1], x)
+
+    def _start_pass(self):
+        self._cursor = 0
+        if self.shuffle:
+            # Saved so an exact resume can redraw the same permutation (checkpoint.py, BackupAndRestore).
+            self.pass_rng_state = self.generator.get_state() if self.generator is not None else None
+            perm = torch.randperm(self.n, generator=self.generator)
+            self._perm = perm.to(self._leaves[0].device) if self._leaves[0].device.type != "cpu" else perm
+        else:
+            self._perm = None
+
+    def state_dict(self):
+        return {"cursor": self._cursor, "pass_rng_state": self.pass_rng_state}
+
+    def load_state_dict(self, state):
+        """Go back to a saved position: redraw the pass's permutation from its saved RNG state."""
+        if state.get("pass_rng_state") is not None and self.generator is not None:
+            self.generator.set_state(state["pass_rng_state"])
+            self._start_pass()
+        elif self.shuffle is False:
+            self._start_pass()
+        self._cursor = state["cursor"]
+
+    def epoch(self, skip=0):
+        """Yield one epoch of batches ``(x, y, sample_weight)``; ``skip`` resumes a saved epoch."""
+        if self.steps is None and not skip:
+            self._cursor = self.n  # without steps_per_epoch an epoch is exactly one pass
+        steps = self.num_steps - skip
+        bs, n = self.batch_size, self.n
+        leaves, rebuild = self._leaves, self._rebuild
+        transfer = self._per_batch_transfer
+        for _ in range(steps):
+            if self._cursor >= n:
+                self._start_pass()
+            start = self._cursor
+            stop = min(start + bs, n)
+            self._cursor = stop
+            if self._perm is None:
+                batch = [t[start:stop] for t in leaves]
+            else:
+                idx = self._perm[start:stop]
+                batch = [t.index_select(0, idx) for t in leaves]
+            if transfer:
+                batch = [t.to(self.device, non_blocking=True) for t in batch]
+            yield rebuild(batch)[0]
+
+
+def _unpack(batch):
+    """``(x, y, sample_weight)`` from what an iterable yields, by Keras's rule for tuples."""
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == 1:
+            return batch[0], None, None
+        if len(batch) == 2:
+            return batch[0], batch[1], None
+        if len(batch) == 3:
+            return batch[0], batch[1], batch[2]
+        raise ValueError(f"x: an iterable yielded a {type(batch).__name__} of {len(batch)} items; expected "
+                         "(x,), (x, y) or (x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
+    return batch, None, None
+
+
+class IterableSource:
+    """Batches from a DataLoader, generator or any iterable, moved to the device one at a time.
+
+    With ``steps`` set, the iterator is kept across epochs (an endless generator works); when a
+    re-iterable (a DataLoader) runs out it starts again, when a one-shot generator runs out training
+    stops with a warning, as in Keras.
+    """
+
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, keep_iterator=None):
+        self.iterable = iterable
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.steps = steps
+        self.class_weight = class_weight
+        self.one_shot = iter(iterable) is iterable if hasattr(iterable, "__iter__") else True
+        self.keep_iterator = steps is not None if keep_iterator is None else keep_iterator
+        self._iterator = None
+        self.exhausted = False
+        self.example = None
+        self.non_blocking = self.device.type == "cuda"
+
+    @property
+    def num_steps(self):
+        """Batches per epoch, or None when the iterable does not say."""
+        if self.steps is not None:
+            return self.steps
+        try:
+            return len(self.iterable)
+        except TypeError:
+            return None
+
+    def _next_batch(self):
+        if self._iterator is None:
+            if self.exhausted and self.one_shot:
+                raise StopIteration
+            self._iterator = iter(self.iterable)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = None
+            if self.one_shot:
+                self.exhausted = True
+                raise
+            if self.steps is None:
+                raise
+            self._iterator = iter(self.iterable)  # a DataLoader with steps_per_epoch: start it again
+            return next(self._iterator)
+
+    def epoch(self, skip=0):
+        """Yield one epoch of ``(x, y, sample_weight)`` batches on the device."""
+        if not self.keep_iterator:
+            self._iterator = None
+        step = 0
+        limit = self.steps
+        while limit is None or step < limit:
+            try:
+                raw = self._next_batch()
+            except StopIteration:
+                if limit is not None and step < limit:
+                    warnings.warn(f"The input ran out of data after {step} of {limit} steps of this epoch; "
+                                  "training stops here. Give steps_per_epoch no larger than what the data "
+                                  "yields, or an endless generator.", stacklevel=3)
+                    self.exhausted = True
+                return
+            step += 1
+            if step <= skip:
+                continue
+            x, y, sw = _unpack(raw)
+            x = move(tensors(x, "x"), self.device, self.non_blocking)
+            y = move(tensors(y, "y"), self.device, self.non_blocking)
+            sw = move(tensors(sw, "sample_weight"), self.device, self.non_blocking)
+            if self.class_weight is not None and y is not None:
+                sw = apply_class_weight(y, sw, self.class_weight)
+            if self.example is None:
+                self.example = map_structure(lambda t: t[:1], x)
+            yield x, y, sw
+
+
+# ----------------------------------------------------------------------------------------- adapt
+
+def _is_dataset(x):
+    return isinstance(x, torch.utils.data.Dataset) and not isinstance(x, torch.utils.data.IterableDataset)
+
+
+def _tensor_dataset_arrays(x):
+    """The tensors behind a TensorDataset as (x, y, sw), so it takes the fast in-memory path."""
+    t = x.tensors
+    if len(t) == 1:
+        return t[0], None, None
+    if len(t) == 2:
+        return t[0], t[1], None
+    if len(t) == 3:
+        return t
+    raise ValueError(f"x: a TensorDataset of {len(t)} tensors; expected (x,), (x, y) or (x, y, sample_weight)")
+
+
+def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
+           steps=None, class_weight=None, role="x"):
+    """A batch source for any x form fit/evaluate/predict accept.
+
+    >>> src = source(np.zeros((10, 3)), np.zeros(10), batch_size=4)
+    >>> [tuple(b[0].shape) for b in src.epoch()]
+    [(4, 3), (4, 3), (2, 3)]
+    """
+    table = class_weight_table(class_weight) if class_weight is not None else None
+    if isinstance(x, torch.utils.data.TensorDataset) and y is None and sample_weight is None:
+        x, y, sample_weight = _tensor_dataset_arrays(x)
+    if is_array_like(x):
+        x = tensors(x, role)
+        y = tensors(y, "y")
+        sw = tensors(sample_weight, "sample_weight")
+        if sw is not None and sw.is_floating_point() is False:
+            sw = sw.float()
+        if table is not None:
+            if sw is not None:
+                raise ValueError("class_weight: given together with sample_weight; as in Keras, use one of "
+                                 "them (fold the class weights into sample_weight to combine both)")
+            if y is None:
+                raise ValueError("class_weight: given without y; class weights are looked up from the targets")
+            sw = apply_class_weight(y, sw, table)
+        return ArraySource(x, y, sw, batch_size=batch_size or 32, shuffle=shuffle, generator=generator,
+                           device=device, steps=steps)
+    if y is not None:
+        raise ValueError(f"y: got a value together with x of type {type(x).__name__}; a Dataset, DataLoader "
+                         "or generator yields its own targets, so y must be None")
+    if sample_weight is not None:
+        raise ValueError(f"sample_weight: not supported with x of type {type(x).__name__}; yield "
+                         "(x, y, sample_weight) from the data instead")
+    if _is_dataset(x):
+        loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
+                                             generator=generator if shuffle else None)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table)
+    if isinstance(x, torch.utils.data.DataLoader) or isinstance(x, torch.utils.data.IterableDataset) \
+            or hasattr(x, "__iter__") or hasattr(x, "__next__"):
+        if batch_size is not None and isinstance(x, torch.utils.data.DataLoader):
+            raise ValueError(f"batch_size: got {batch_size} with a DataLoader, which batches itself; "
+                             "leave batch_size as None")
+        if isinstance(x, (str, bytes)):
+            raise TypeError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
+                            "or an iterable of batches")
+        return IterableSource(x, device=device, steps=steps, class_weight=table)
+    raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
+                    "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")
+
+
+def split_validation(x, y, sample_weight, validation_split):
+    """``(train, val)`` tuples of (x, y, sw): the last ``validation_split`` of the samples, before shuffling.
+
+    As Keras: the training part is the first ``floor(n * (1 - validation_split))`` samples.
+    """
+    if isinstance(x, torch.utils.data.TensorDataset) and y is None and sample_weight is None:
+        x, y, sample_weight = _tensor_dataset_arrays(x)
+    if not is_array_like(x):
+        raise ValueError(f"validation_split: only works with arrays or tensors, got x of type "
+                         f"{type(x).__name__}; pass validation_data instead")
+    x, y, sw = tensors(x, "x"), tensors(y, "y"), tensors(sample_weight, "sample_weight")
+    n = num_samples((x, y, sw), "x, y and sample_weight")
+    split_at = int(math.floor(n * (1.0 - validation_split)))
+    if split_at == 0 or split_at == n:
+        raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
+                         f"{split_at} for training and {n - split_at} for validation; "
+                         "both parts need at least one sample")
+
+    def part(sl):
+        return map_structure(lambda t: t[sl], (x, y, sw))
+    return part(slice(0, split_at)), part(slice(split_at, n))
+
+
+def unpack_validation_data(validation_data):
+    """``(x, y, sw)`` or an iterable from what validation_data holds."""
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) and \
+            is_array_like(validation_data[0]):
+        if len(validation_data) == 2:
+            return validation_data[0], validation_data[1], None
+        return tuple(validation_data)
+    if isinstance(validation_data, (tuple, list)):
+        raise ValueError(f"validation_data: got a {type(validation_data).__name__} of {len(validation_data)} "
+                         "items; expected (x_val, y_val), (x_val, y_val, sample_weight_val), a Dataset, "
+                         "a DataLoader or an iterable of batches")
+    return validation_data, None, None

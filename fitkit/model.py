@@ -1,0 +1,558 @@
+"""``fitkit.Model``: an ``nn.Module`` with Keras's compile / fit / evaluate / predict.
+
+The model owns the training state (optimizer, scheduler, loss, metrics, the data-order generator,
+the epoch counter) so that a second ``fit`` call carries on exactly where the first stopped. The
+loops themselves live in :mod:`fitkit.trainer`.
+"""
+
+import numbers
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data, losses, metrics, optimizers, seed, trainer
+from .logs import LazyLogs, materialize
+
+
+class TrainingState:
+    """What decides the next step and must carry over between fit calls (and into checkpoints)."""
+
+    def __init__(self):
+        self._generator = None
+        self.epoch = 0          # the next epoch to run when fit is called with initial_epoch=None
+        self.skip_batches = 0   # batches of the current epoch already done (an exact mid-epoch resume)
+
+    @property
+    def generator(self):
+        """The model's own data-order RNG, created on first use (see :func:`fitkit.seed.new_generator`)."""
+        if self._generator is None:
+            self._generator = seed.new_generator()
+        return self._generator
+
+
+class LossTracker:
+    """The epoch's mean loss over samples: each batch's loss weighted by its size, as Keras logs it.
+
+    A step only appends the detached loss to a list (no device op, no sync); the weighted mean is
+    computed when somebody reads it, and long epochs are folded into a running sum now and then.
+    """
+
+    _FOLD_EVERY = 4096
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self._values, self._sizes = [], []
+        self._sum, self._count = None, 0
+
+    def update(self, loss, batch_size):
+        self._values.append(loss.detach())
+        self._sizes.append(batch_size)
+        if len(self._values) >= self._FOLD_EVERY:
+            self._fold()
+
+    def _fold(self):
+        values = torch.stack(self._values).float()
+        sizes = torch.tensor(self._sizes, dtype=values.dtype, device=values.device)
+        partial = (values * sizes).sum()
+        self._sum = partial if self._sum is None else self._sum + partial
+        self._count += sum(self._sizes)
+        self._values, self._sizes = [], []
+
+    def result(self):
+        if self._values:
+            self._fold()
+        if self._sum is None or self._count == 0:
+            return torch.tensor(0.0)
+        return self._sum / self._count
+
+
+def _batch_size(y_pred, x):
+    leaf = y_pred if isinstance(y_pred, torch.Tensor) else (data.flatten(y_pred) or data.flatten(x))[0]
+    return leaf.shape[0] if leaf.dim() else 1
+
+
+def _output_names(y_pred):
+    if isinstance(y_pred, dict):
+        return list(y_pred)
+    if isinstance(y_pred, (list, tuple)):
+        return [f"output_{i + 1}" for i in range(len(y_pred))]
+    return None
+
+
+class _Compiled:
+    """What compile() set up; a plain object so nn.Module does not register losses as submodules."""
+
+    def __init__(self, optimizer, loss, metrics, weighted_metrics, loss_weights, scheduler,
+                 scheduler_interval, scheduler_monitor, device, config):
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metric_specs = (metrics, weighted_metrics)
+        self.metrics = None           # built at the first step, once the outputs' structure is known
+        self.loss_weights = loss_weights
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.device = device
+        self.config = config
+        self.tracker = LossTracker()
+        self.part_trackers = {}
+
+
+def _resolve_device(device, model):
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device: got {device!r}; expected a torch device such as 'cpu', 'cuda', "
+                             f"'cuda:1' or 'mps' ({exc})") from None
+    placed = {t.device for t in list(model.parameters()) + list(model.buffers())}
+    non_cpu = [d for d in placed if d.type != "cpu"]
+    if non_cpu:
+        return non_cpu[0]
+    if getattr(model, "_fitkit_placed", False):
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Model(nn.Module):
+    """Base class for models: subclass it like ``nn.Module`` and get Keras's training API.
+
+    >>> class Net(Model):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(10, 1)
+    ...     def forward(self, x):
+    ...         return self.fc(x)
+    >>> model = Net()
+    >>> model.compile(optimizer="adam", loss="mse")
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._compiled = None
+        self.training_state = TrainingState()
+        self.stop_training = False
+        self.stop_reason = None
+        self.history = None
+        self._example = None
+
+    # ------------------------------------------------------------------ placement
+    def to(self, *args, **kwargs):
+        self._fitkit_placed = True
+        return super().to(*args, **kwargs)
+
+    def cuda(self, device=None):
+        self._fitkit_placed = True
+        return super().cuda(device)
+
+    def cpu(self):
+        self._fitkit_placed = True
+        return super().cpu()
+
+    @property
+    def device(self):
+        """Where batches go: the compiled device, else where the parameters are."""
+        if self._compiled is not None:
+            return self._compiled.device
+        for t in self.parameters():
+            return t.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
+                scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None):
+        """Configure training: optimizer, loss, metrics and (fitkit) a learning-rate scheduler.
+
+        optimizer: a name ("adam", "sgd", ...), a ``fitkit.optimizers`` spec, or a torch optimizer.
+        loss: a Keras name, a loss object, a callable ``(y_true, y_pred)``, or a torch loss module or
+            functional (called as torch does, ``(y_pred, y_true)``); a list or dict for several outputs.
+        metrics / weighted_metrics: names, metric objects, or torchmetrics-style objects.
+        scheduler: a torch LR scheduler on this optimizer, or a function ``optimizer -> scheduler``;
+            stepped each epoch, or each batch with ``scheduler_interval="step"``. A torch
+            ``ReduceLROnPlateau`` gets ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
+        device: where to train; by default a model left on the CPU trains on CUDA, then MPS, when
+            present, and a model the user placed stays where it is.
+        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss: accepted for Keras code;
+            fitkit always runs eagerly and one step at a time, which is already its fastest path.
+
+        >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        """
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
+        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
+                or steps_per_execution < 1:
+            raise ValueError(f"steps_per_execution: got {steps_per_execution!r}; expected a positive integer")
+        if scheduler_monitor is not None and not isinstance(scheduler_monitor, str):
+            raise ValueError(f"scheduler_monitor: got {scheduler_monitor!r}; expected a log key such as 'val_loss'")
+        if loss is not None:
+            loss_container = losses.LossContainer(loss, loss_weights)
+        elif loss_weights is not None:
+            raise ValueError("loss_weights: given without a loss; expected loss=... as well")
+        else:
+            loss_container = None
+        for name, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+            if value is not None and not isinstance(value, (list, tuple, dict)):
+                raise ValueError(f"{name}: got {value!r}; expected a list of metrics (e.g. ['accuracy']) "
+                                 "or a dict output name -> list")
+        target = _resolve_device(device, self)
+        if not list(self.parameters()) and not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError("optimizer: the model has no parameters to train; create its layers in __init__ "
+                             "before compile")
+        if target != self.device or any(t.device != target for t in self.parameters()):
+            nn.Module.to(self, target)
+        opt = optimizers.get(optimizer, self.parameters(), device=target)
+        sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
+        if sched is not None:
+            if not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt:
+                raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "
+                                 "compile (or a function optimizer -> scheduler); got "
+                                 f"{type(sched).__name__}" + (" on another optimizer" if hasattr(sched, "step")
+                                                              else ""))
+        config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
+                  "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
+                  "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor}
+        self._compiled = _Compiled(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
+                                   scheduler_interval, scheduler_monitor, target, config)
+
+    @property
+    def compiled(self):
+        return self._compiled is not None
+
+    def _require_compiled(self, what):
+        if self._compiled is None:
+            raise RuntimeError(f"{what}: the model is not compiled; call model.compile(optimizer=..., loss=...)")
+        return self._compiled
+
+    @property
+    def optimizer(self):
+        """The torch optimizer built by compile (None before)."""
+        return self._compiled.optimizer if self._compiled is not None else None
+
+    @property
+    def scheduler(self):
+        return self._compiled.scheduler if self._compiled is not None else None
+
+    @property
+    def scheduler_interval(self):
+        return self._compiled.scheduler_interval if self._compiled is not None else "epoch"
+
+    @property
+    def scheduler_monitor(self):
+        return self._compiled.scheduler_monitor if self._compiled is not None else None
+
+    @property
+    def compiled_loss(self):
+        return self._compiled.loss if self._compiled is not None else None
+
+    @property
+    def compiled_metrics(self):
+        return self._compiled.metrics if self._compiled is not None else None
+
+    @property
+    def learning_rate(self):
+        """The first param group's learning rate, as a float (what History logs each epoch)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        return float(lr)
+
+    @property
+    def metrics_names(self):
+        c = self._require_compiled("metrics_names")
+        names = ["loss"] + [f"{p}_loss" for p in c.part_trackers]
+        return names + (list(c.metrics.names) if c.metrics is not None else [])
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, x):
+        if isinstance(x, dict):
+            return self(**x)
+        if isinstance(x, (list, tuple)):
+            return self(*x)
+        return self(x)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss of a batch as compile configured it; also updates the epoch's loss tracker."""
+        c = self._compiled
+        if c.loss is None:
+            raise RuntimeError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
+                               "train_step/compute_loss")
+        if y is None:
+            raise ValueError("y: the data has no targets; fit and evaluate need (x, y) to compute the loss")
+        total, parts = c.loss(y, y_pred, sample_weight)
+        n = _batch_size(y_pred, x)
+        c.tracker.update(total, n)
+        for name, value in parts.items():
+            tracker = c.part_trackers.get(name)
+            if tracker is None:
+                tracker = c.part_trackers[name] = LossTracker()
+            tracker.update(value, n)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Update the compiled metrics with a batch; returns the running logs (read lazily)."""
+        c = self._compiled
+        if c.metrics is None and (c.metric_specs[0] or c.metric_specs[1]):
+            loss = c.loss.single if c.loss is not None and c.loss.single is not None else \
+                (c.loss.losses if c.loss is not None else None)
+            c.metrics = metrics.MetricsContainer(c.metric_specs[0], c.metric_specs[1], loss=loss,
+                                                 output_names=_output_names(y_pred))
+        if c.metrics is not None and y is not None:
+            c.metrics.update(y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        """The running loss and metrics as a :class:`~fitkit.logs.LazyLogs` (floats on first read)."""
+        return LazyLogs(self._metric_values)
+
+    def _metric_values(self):
+        c = self._compiled
+        values = {"loss": c.tracker.result()}
+        for name, tracker in c.part_trackers.items():
+            values[f"{name}_loss"] = tracker.result()
+        if c.metrics is not None:
+            values.update(c.metrics.results())
+        return values
+
+    def reset_metrics(self):
+        """Start the loss tracker and every metric afresh (fit does it each epoch)."""
+        c = self._compiled
+        if c is None:
+            return
+        c.tracker.reset()
+        for tracker in c.part_trackers.values():
+            tracker.reset()
+        if c.metrics is not None:
+            c.metrics.reset()
+
+    def train_step(self, data):
+        """One optimisation step on ``data = (x, y, sample_weight)``; returns the running logs.
+
+        Override it to change what a step does (a GAN, a custom loss); return a dict of values.
+        """
+        x, y, sample_weight = data
+        optimizer = self._compiled.optimizer
+        y_pred = self._forward(x)
+        loss = self.compute_loss(x, y, y_pred, sample_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        """Loss and metrics on ``data = (x, y, sample_weight)`` without training; returns the running logs."""
+        x, y, sample_weight = data
+        y_pred = self._forward(x)
+        self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def predict_step(self, data):
+        """The model's outputs for ``data = (x, y, sample_weight)`` (only x is used)."""
+        return self._forward(data[0])
+
+    # ------------------------------------------------------------------ fit / evaluate / predict
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1):
+        """Train the model and return a :class:`~fitkit.history.History`, as Keras's ``fit``.
+
+        x: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
+        positional arguments, or a dict, passed as keyword arguments), a ``Dataset``, a ``DataLoader``,
+        or an iterable yielding ``(x, y)`` or ``(x, y, sample_weight)`` (then y is None).
+        epochs: the index of the last epoch: ``initial_epoch=2, epochs=5`` runs epochs 2, 3 and 4.
+        validation_split: the last fraction of the samples, taken before shuffling.
+        Calling fit again goes on from the current weights, optimizer, scheduler and data order.
+
+        >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
+        >>> history.history["val_loss"]
+        """
+        return trainer.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, validation_split=validation_split,
+                           validation_data=validation_data, shuffle=shuffle, class_weight=class_weight,
+                           sample_weight=sample_weight, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                           validation_batch_size=validation_batch_size, validation_freq=validation_freq)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """The loss (and metrics) on the data: a float, a list ``[loss, metric, ...]``, or a dict.
+
+        >>> loss, acc = model.evaluate(x_test, y_test)
+        """
+        return trainer.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+                                steps=steps, callbacks=callbacks, return_dict=return_dict)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """The outputs for ``x``: NumPy when NumPy went in, CPU tensors otherwise. Works before compile.
+
+        >>> probabilities = model.predict(x_test)
+        """
+        return trainer.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def _one_batch(self, x, y=None, sample_weight=None, class_weight=None):
+        x, y, sw = data.tensors(x, "x"), data.tensors(y, "y"), data.tensors(sample_weight, "sample_weight")
+        data.num_samples((x, y, sw), "x, y and sample_weight")
+        if class_weight is not None:
+            if y is None:
+                raise ValueError("class_weight: given without y; class weights are looked up from the targets")
+            sw = data.apply_class_weight(y, sw, data.class_weight_table(class_weight))
+        device = self.device
+        return data.move(x, device), data.move(y, device), data.move(sw, device)
+
+    def _batch_result(self, logs, return_dict):
+        logs = materialize(logs)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on exactly this batch; returns its loss (and metrics)."""
+        self._require_compiled("train_on_batch")
+        batch = self._one_batch(x, y, sample_weight, class_weight)
+        self.train()
+        self.reset_metrics()
+        return self._batch_result(self.train_step(batch), return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss (and metrics) of this batch without training."""
+        self._require_compiled("test_on_batch")
+        batch = self._one_batch(x, y, sample_weight)
+        self.eval()
+        self.reset_metrics()
+        with torch.no_grad():
+            return self._batch_result(self.test_step(batch), return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for this batch: NumPy when NumPy went in, CPU tensors otherwise."""
+        numpy_out = data.is_numpy_input(x)
+        batch = self._one_batch(x)
+        self.eval()
+        with torch.inference_mode():
+            out = self.predict_step(batch)
+        out = data.map_structure(lambda t: t.cpu(), out)
+        return data.map_structure(lambda t: t.numpy(), out) if numpy_out else out
+
+    # ------------------------------------------------------------------ weights and summary
+    def get_weights(self):
+        """Every weight (parameters and buffers) as NumPy arrays, in ``state_dict`` order."""
+        return [v.detach().cpu().numpy().copy() for v in self.state_dict().values()]
+
+    def set_weights(self, weights):
+        """Load weights from a list as returned by :meth:`get_weights` (shapes are checked first)."""
+        state = self.state_dict()
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(state):
+            got = len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__
+            raise ValueError(f"weights: got {got} arrays; expected a list of {len(state)} arrays as returned by "
+                             "get_weights()")
+        for (name, current), new in zip(state.items(), weights):
+            shape = tuple(np.shape(new))
+            if shape != tuple(current.shape):
+                raise ValueError(f"weights: {name} has shape {tuple(current.shape)}; got an array of shape {shape}")
+        with torch.no_grad():
+            for current, new in zip(state.values(), weights):
+                current.copy_(torch.as_tensor(np.asarray(new), dtype=current.dtype))
+
+    def _remember_example(self, source):
+        """Keep one input sample so summary() can show output shapes after a fit/evaluate/predict."""
+        if isinstance(source, data.ArraySource):
+            self._example = source.example
+        else:
+            self._example = source
+
+    def summary(self, print_fn=None, input_example=None):
+        """Print the layers, their output shapes (once the model has seen data) and parameter counts.
+
+        ``input_example`` (a batch of inputs) shows output shapes before any fit.
+        """
+        example = input_example if input_example is not None else self._example
+        if example is not None and not isinstance(example, (torch.Tensor, list, tuple, dict)):
+            example = getattr(example, "example", None)
+        shapes = self._output_shapes(example) if example is not None else {}
+        rows = []
+        for name, module in self.named_modules():
+            own = list(module.parameters(recurse=False))
+            if module is self or (next(module.children(), None) is not None and not own):
+                continue
+            rows.append((f"{name} ({type(module).__name__})", shapes.get(name, "?"),
+                         sum(p.numel() for p in module.parameters())))
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        width = max([30] + [len(r[0]) + 2 for r in rows])
+        lines = [f'Model: "{type(self).__name__}"', "-" * (width + 36),
+                 f"{'Layer (type)':<{width}}{'Output Shape':<24}{'Param #':>12}", "=" * (width + 36)]
+        lines += [f"{a:<{width}}{b:<24}{c:>12,}" for a, b, c in rows]
+        lines += ["=" * (width + 36), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "-" * (width + 36)]
+        text = "\n".join(lines)
+        (print_fn or print)(text)
+        return text
+
+    def _output_shapes(self, example):
+        shapes, handles = {}, []
+
+        def describe(out):
+            if isinstance(out, torch.Tensor):
+                return str((None,) + tuple(out.shape[1:]))
+            if isinstance(out, (list, tuple)):
+                return ", ".join(describe(o) for o in out)
+            return type(out).__name__
+
+        for name, module in self.named_modules():
+            if module is not self:
+                handles.append(module.register_forward_hook(
+                    lambda m, i, o, name=name: shapes.__setitem__(name, describe(o))))
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self._forward(data.move(example, self.device))
+        finally:
+            for h in handles:
+                h.remove()
+            self.train(was_training)
+        return shapes
+
+
+class Sequential(nn.Sequential, Model):
+    """A stack of modules, like ``nn.Sequential``, with the training API of :class:`Model`.
+
+    >>> model = Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    """
+
+    def add(self, module):
+        """Append a module (Keras's name for ``append``)."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: got {type(module).__name__}; expected a torch.nn.Module")
+        self.append(module)
+        return self
+
+
+class Wrapped(Model):
+    """An existing ``nn.Module`` trained with fitkit; ``state_dict`` keys gain a ``module.`` prefix."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def wrap(module):
+    """Give an existing ``nn.Module`` (a torchvision network, say) compile/fit/evaluate/predict.
+
+    >>> model = wrap(torchvision.models.resnet18(num_classes=10))
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    """
+    if isinstance(module, Model):
+        return module
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: got {type(module).__name__}; expected a torch.nn.Module")
+    return Wrapped(module)

@@ -1,0 +1,292 @@
+"""The loops: fit -> epoch -> step, evaluate and predict, with callback dispatch and logs.
+
+Read it top to bottom: :func:`fit` checks its arguments, adapts the data, then runs
+:func:`train_epoch` and :func:`test_loop` per epoch. The step itself is ``model.train_step``, the one
+place a user overrides to change what a step does.
+
+Nothing here reads a device value per step: losses and metrics stay on the device and become Python
+floats at an epoch end, or when a callback (the progress bar at its own rate) reads the batch logs.
+"""
+
+import math
+import numbers
+
+import torch
+
+from . import data
+from .callbacks.base import CallbackList
+from .callbacks.progbar_logger import ProgbarLogger
+from .history import History
+from .interrupt import GracefulInterrupt
+from .logs import LazyLogs, materialize
+
+_VERBOSE = (0, 1, 2, "auto")
+
+
+# ----------------------------------------------------------------------------------------- checks
+
+def _check_verbose(verbose):
+    if verbose not in _VERBOSE or isinstance(verbose, bool):
+        raise ValueError(f"verbose: got {verbose!r}; expected 0 (silent), 1 (progress bar), 2 (one line per "
+                         "epoch) or 'auto'")
+    return 1 if verbose == "auto" else verbose
+
+
+def _check_positive_int(value, name, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: got {value!r}; expected a positive integer" + (" or None" if allow_none else ""))
+
+
+def _check_fit_args(model, epochs, initial_epoch, batch_size, validation_split, validation_freq,
+                    steps_per_epoch, validation_steps, validation_batch_size, callbacks, shuffle):
+    if not model.compiled:
+        raise RuntimeError("fit: the model is not compiled; call model.compile(optimizer=..., loss=...) first")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"epochs: got {epochs!r}; expected a non-negative integer or 'auto'")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or initial_epoch < 0:
+        raise ValueError(f"initial_epoch: got {initial_epoch!r}; expected a non-negative integer")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(validation_batch_size, "validation_batch_size")
+    _check_positive_int(steps_per_epoch, "steps_per_epoch")
+    _check_positive_int(validation_steps, "validation_steps")
+    _check_positive_int(validation_freq, "validation_freq", allow_none=False)
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split: got {validation_split!r}; expected a fraction in [0, 1)")
+    if not isinstance(shuffle, bool):
+        raise ValueError(f"shuffle: got {shuffle!r}; expected True or False")
+    for cb in callbacks:
+        if not hasattr(cb, "set_model"):
+            raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
+
+
+def _as_list(callbacks):
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (list, tuple)):
+        return list(callbacks)
+    if hasattr(callbacks, "set_model"):
+        return [callbacks]
+    raise TypeError(f"callbacks: got {type(callbacks).__name__}; expected a list of Callback instances")
+
+
+def _callback_list(model, user_callbacks, verbose, params, history=None):
+    """User callbacks, then History and the progress bar, as Keras orders them."""
+    callbacks = list(user_callbacks)
+    if history is not None and not any(isinstance(cb, History) for cb in callbacks):
+        callbacks.append(history)
+    if verbose and not any(isinstance(cb, ProgbarLogger) for cb in callbacks):
+        callbacks.append(ProgbarLogger())
+    return CallbackList(callbacks, model=model, params=params)
+
+
+# ----------------------------------------------------------------------------------------- fit
+
+def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+        validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+        initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+        validation_freq=1):
+    """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
+    verbose = _check_verbose(verbose)
+    user_callbacks = _as_list(callbacks)
+    _check_fit_args(model, epochs, initial_epoch, batch_size, validation_split, validation_freq,
+                    steps_per_epoch, validation_steps, validation_batch_size, user_callbacks, shuffle)
+    if x is None:
+        raise ValueError("x: got None; expected training data (arrays, tensors, a Dataset, a DataLoader "
+                         "or an iterable of batches)")
+    state = model.training_state
+    device = model.device
+
+    if validation_data is None and validation_split:
+        (x, y, sample_weight), val = data.split_validation(x, y, sample_weight, validation_split)
+    elif validation_data is not None:
+        val = data.unpack_validation_data(validation_data)
+    else:
+        val = None
+    train = data.source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle,
+                        generator=state.generator, device=device, steps=steps_per_epoch,
+                        class_weight=class_weight)
+    val_source = None
+    if val is not None:
+        val_source = data.source(*val, batch_size=validation_batch_size or batch_size, device=device,
+                                 steps=validation_steps, role="validation_data")
+    model._remember_example(train)
+
+    history = History()
+    params = {"verbose": verbose, "epochs": epochs, "steps": train.num_steps}
+    cbs = _callback_list(model, user_callbacks, verbose, params, history)
+    model.stop_training = False
+    model.stop_reason = None
+    logs = {}
+    epoch = initial_epoch
+
+    with GracefulInterrupt() as interrupt:
+        cbs.on_train_begin()
+        try:
+            for epoch in range(initial_epoch, epochs):
+                state.epoch = epoch
+                cbs.on_epoch_begin(epoch)
+                logs = train_epoch(model, train, cbs, interrupt)
+                if interrupt.requested:
+                    break
+                if val_source is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
+                    val_logs = test_loop(model, val_source, cbs)
+                    logs.update({"val_" + k: v for k, v in val_logs.items()})
+                step_scheduler(model, logs, per="epoch")
+                state.epoch = epoch + 1
+                cbs.on_epoch_end(epoch, logs)
+                if getattr(train, "exhausted", False):
+                    model.stop_training = True
+                    model.stop_reason = model.stop_reason or "data_exhausted"
+                if model.stop_training:
+                    break
+        finally:
+            if interrupt.requested:
+                model.stop_reason = "interrupted"
+                history.interrupted = True
+            if model.stop_reason is None and model.stop_training:
+                model.stop_reason = "stopped"
+            history.stop_reason = model.stop_reason or "epochs"
+            cbs.on_train_end(logs)
+    model.history = history
+    return history
+
+
+def train_epoch(model, train, cbs, interrupt=None):
+    """One pass of ``train_step`` over the epoch's batches; the epoch's logs as floats."""
+    model.train()
+    model.reset_metrics()
+    begin = cbs.on_train_batch_begin if cbs.has("on_train_batch_begin") else None
+    end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
+    per_step = model.scheduler is not None and model.scheduler_interval == "step"
+    logs = None
+    for step, batch in enumerate(train.epoch(skip=model.training_state.skip_batches)):
+        if begin:
+            begin(step)
+        logs = model.train_step(batch)
+        if per_step:
+            model.scheduler.step()
+        if end:
+            end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
+        if interrupt is not None and interrupt.requested:
+            break
+    model.training_state.skip_batches = 0
+    epoch_logs = materialize(logs)
+    epoch_logs["learning_rate"] = model.learning_rate
+    return epoch_logs
+
+
+def step_scheduler(model, logs, per):
+    """Step the scheduler given to compile; torch's ReduceLROnPlateau gets the monitored value."""
+    scheduler = model.scheduler
+    if scheduler is None or model.scheduler_interval != per:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        monitor = model.scheduler_monitor or ("val_loss" if "val_loss" in logs else "loss")
+        if monitor not in logs:
+            raise KeyError(f"scheduler_monitor: {monitor!r} is not logged; the logs hold {sorted(logs)}")
+        scheduler.step(logs[monitor])
+    else:
+        scheduler.step()
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+
+def test_loop(model, source, cbs):
+    """Run ``test_step`` over ``source`` with metrics reset first; the logs as floats."""
+    model.eval()
+    model.reset_metrics()
+    begin = cbs.on_test_batch_begin if cbs.has("on_test_batch_begin") else None
+    end = cbs.on_test_batch_end if cbs.has("on_test_batch_end") else None
+    cbs.on_test_begin()
+    logs = None
+    with torch.no_grad():
+        for step, batch in enumerate(source.epoch()):
+            if begin:
+                begin(step)
+            logs = model.test_step(batch)
+            if end:
+                end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
+    logs = materialize(logs)
+    cbs.on_test_end(logs)
+    return logs
+
+
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+             callbacks=None, return_dict=False):
+    """Loss and metrics of ``model`` on the data; see :meth:`fitkit.Model.evaluate`."""
+    verbose = _check_verbose(verbose)
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(steps, "steps")
+    if not model.compiled:
+        raise RuntimeError("evaluate: the model is not compiled; call model.compile(loss=...) first")
+    if x is None:
+        raise ValueError("x: got None; expected data to evaluate on")
+    source = data.source(x, y, sample_weight, batch_size=batch_size, device=model.device, steps=steps)
+    model._remember_example(source)
+    cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
+                                                                "steps": source.num_steps})
+    logs = test_loop(model, source, cbs)
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
+
+# ----------------------------------------------------------------------------------------- predict
+
+def _concat(outputs):
+    """Batch outputs (tensors, or tuples/dicts of them) joined along the first axis, on the CPU."""
+    first = outputs[0]
+    if isinstance(first, dict):
+        return {k: _concat([o[k] for o in outputs]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_concat([o[i] for o in outputs]) for i in range(len(first)))
+    return torch.cat(outputs).cpu()
+
+
+def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+    """Outputs of ``model`` for every batch of ``x``; see :meth:`fitkit.Model.predict`."""
+    verbose = _check_verbose(verbose)
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(steps, "steps")
+    if x is None:
+        raise ValueError("x: got None; expected inputs to predict on")
+    numpy_out = data.is_numpy_input(x)
+    source = data.source(x, batch_size=batch_size, device=model.device, steps=steps)
+    model._remember_example(source)
+    cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
+                                                                "steps": source.num_steps})
+    end = cbs.on_predict_batch_end if cbs.has("on_predict_batch_end") else None
+    model.eval()
+    cbs.on_predict_begin()
+    outputs = []
+    with torch.inference_mode():
+        for step, batch in enumerate(source.epoch()):
+            cbs.on_predict_batch_begin(step)
+            out = model.predict_step(batch)
+            outputs.append(out)
+            if end:
+                end(step, {"outputs": out})
+    cbs.on_predict_end()
+    if not outputs:
+        raise ValueError("x: predict got no batches from the data; expected at least one sample")
+    result = _concat(outputs)
+    if numpy_out:
+        result = data.map_structure(lambda t: t.numpy(), result)
+    return result
+
+
+def auto_patience(steps_per_epoch, max_epochs):
+    """Epochs without improvement that ``fit(epochs="auto")`` waits for.
+
+    About 1000 optimizer steps' worth of epochs, between 5 and 50 and at most a tenth of
+    ``max_epochs`` (but never under 5): few steps per epoch means each epoch moves the weights little
+    and its validation loss is noisy, so more epochs are needed before calling a plateau.
+    """
+    steps = max(1, steps_per_epoch or 1)
+    patience = math.ceil(1000 / steps)
+    return int(max(5, min(patience, 50, max(5, max_epochs // 10))))
+

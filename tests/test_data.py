@@ -1,0 +1,195 @@
+"""fitkit.data: every x form becomes (x, y, sample_weight) batches; validation_split; class weights."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from fitkit import data
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def test_array_source_batches_cover_every_sample_once_with_last_partial_batch():
+    x = np.arange(20, dtype=np.float64).reshape(10, 2)
+    y = np.arange(10)
+    src = data.source(x, y, batch_size=4, shuffle=False)
+    batches = list(src.epoch())
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    assert batches[0][0].dtype == torch.float32  # float64 NumPy becomes float32, as in Keras
+    assert batches[0][1].dtype == torch.int64
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.arange(10))
+    assert src.num_steps == 3
+
+
+def test_shuffled_epochs_use_the_generator_and_differ_between_epochs():
+    x = torch.arange(100.0).reshape(50, 2)
+    y = torch.arange(50)
+    g = torch.Generator().manual_seed(3)
+    src = data.source(x, y, batch_size=8, shuffle=True, generator=g)
+    first = torch.cat([b[1] for b in src.epoch()])
+    second = torch.cat([b[1] for b in src.epoch()])
+    assert sorted(first.tolist()) == list(range(50))
+    assert not torch.equal(first, second)
+    expected = torch.randperm(50, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, expected)
+    # x rows travel with their labels
+    for xb, yb, _ in src.epoch():
+        assert torch.equal(xb[:, 0], yb.float() * 2)
+
+
+def test_multi_input_list_and_dict_keep_their_structure():
+    x1, x2 = np.zeros((6, 3)), np.ones((6, 2))
+    src = data.source([x1, x2], np.zeros(6), batch_size=4)
+    xb, yb, sw = next(src.epoch())
+    assert isinstance(xb, list) and xb[0].shape == (4, 3) and xb[1].shape == (4, 2)
+    src = data.source({"a": x1, "b": x2}, np.zeros(6), batch_size=4)
+    xb, _, _ = next(src.epoch())
+    assert set(xb) == {"a", "b"} and xb["b"].shape == (4, 2)
+
+
+def test_mismatched_sample_counts_name_the_arguments():
+    with pytest.raises(ValueError, match=r"x, y and sample_weight.*\[5, 6\]"):
+        data.source(np.zeros((5, 2)), np.zeros(6), batch_size=2)
+
+
+def test_steps_per_epoch_continues_the_stream_across_epochs():
+    x = torch.arange(10.0).unsqueeze(1)
+    src = data.source(x, torch.arange(10), batch_size=4, steps=2)
+    first = [b[1].tolist() for b in src.epoch()]
+    second = [b[1].tolist() for b in src.epoch()]
+    assert first == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert second == [[8, 9], [0, 1, 2, 3]]
+
+
+def test_validation_split_takes_exactly_the_last_samples_before_shuffling():
+    x = np.arange(103)[:, None].astype(np.float32)
+    y = np.arange(103)
+    (xt, yt, _), (xv, yv, _) = data.split_validation(x, y, None, 0.2)
+    split_at = int(np.floor(103 * 0.8))
+    assert split_at == 82
+    assert yt.tolist() == list(range(82))
+    assert yv.tolist() == list(range(82, 103))
+
+
+def test_validation_split_needs_arrays_and_two_non_empty_parts():
+    with pytest.raises(ValueError, match="validation_split: only works with arrays"):
+        data.split_validation(iter([]), None, None, 0.2)
+    with pytest.raises(ValueError, match="validation_split: 0.95 of 10 samples leaves 0 for training"):
+        data.split_validation(np.zeros((10, 1)), np.zeros(10), None, 0.95)
+
+
+def test_class_weight_becomes_per_sample_weights():
+    y = np.array([0, 1, 1, 2])
+    src = data.source(np.zeros((4, 1)), y, batch_size=4, class_weight={0: 1.0, 1: 3.0})
+    _, _, w = next(src.epoch())
+    assert w.tolist() == [1.0, 3.0, 3.0, 1.0]  # class 2 is not listed: weight 1
+    onehot = np.eye(3)[y]
+    src = data.source(np.zeros((4, 1)), onehot, batch_size=4, class_weight={2: 5.0})
+    assert next(src.epoch())[2].tolist() == [1.0, 1.0, 1.0, 5.0]
+    binary = np.array([[0.0], [1.0], [1.0], [0.0]])
+    src = data.source(np.zeros((4, 1)), binary, batch_size=4, class_weight={1: 2.0})
+    assert next(src.epoch())[2].tolist() == [1.0, 2.0, 2.0, 1.0]
+
+
+def test_class_weight_with_sample_weight_is_refused_as_in_keras():
+    with pytest.raises(ValueError, match="class_weight: given together with sample_weight"):
+        data.source(np.zeros((2, 1)), np.zeros(2), np.ones(2), batch_size=2, class_weight={0: 2.0})
+
+
+def test_class_weight_errors_name_the_argument():
+    with pytest.raises(TypeError, match="class_weight: got"):
+        data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight=[1, 2])
+    with pytest.raises(ValueError, match="class_weight: got the key -1"):
+        data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight={-1: 2.0})
+
+
+def test_tensor_dataset_takes_the_in_memory_path():
+    ds = torch.utils.data.TensorDataset(torch.zeros(7, 2), torch.ones(7))
+    src = data.source(ds, batch_size=3)
+    assert isinstance(src, data.ArraySource)
+    assert [b[0].shape[0] for b in src.epoch()] == [3, 3, 1]
+
+
+class _Squares(torch.utils.data.Dataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]), torch.tensor(float(i * i))
+
+
+def test_dataset_and_dataloader_and_generators():
+    src = data.source(_Squares(), batch_size=2)
+    assert [b[1].tolist() for b in src.epoch()] == [[0.0, 1.0], [4.0, 9.0], [16.0]]
+    loader = torch.utils.data.DataLoader(_Squares(), batch_size=5)
+    src = data.source(loader)
+    assert src.num_steps == 1 and next(src.epoch())[1].shape == (5,)
+
+    def gen():
+        for i in range(3):
+            yield np.full((2, 1), i, dtype=np.float64), np.zeros(2), np.ones(2)
+    src = data.source(gen())
+    batches = list(src.epoch())
+    assert len(batches) == 3 and batches[2][0].dtype == torch.float32 and batches[0][2].tolist() == [1.0, 1.0]
+
+
+def test_one_shot_generator_that_runs_out_warns_and_marks_exhausted():
+    def gen():
+        for _ in range(3):
+            yield np.zeros((2, 1)), np.zeros(2)
+    src = data.source(gen(), steps=2)
+    assert len(list(src.epoch())) == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(list(src.epoch())) == 1
+    assert src.exhausted
+    assert any("ran out of data after 1 of 2 steps" in str(w.message) for w in caught)
+
+
+def test_endless_generator_with_steps_keeps_its_iterator_across_epochs():
+    def endless():
+        i = 0
+        while True:
+            yield np.full((1, 1), i), np.zeros(1)
+            i += 1
+    src = data.source(endless(), steps=3)
+    assert [int(b[0]) for b in src.epoch()] == [0, 1, 2]
+    assert [int(b[0]) for b in src.epoch()] == [3, 4, 5]
+
+
+def test_bad_inputs_have_clear_errors():
+    with pytest.raises(ValueError, match="y: got a value together with x of type DataLoader"):
+        data.source(torch.utils.data.DataLoader(_Squares()), np.zeros(5))
+    with pytest.raises(ValueError, match="batch_size: got 8 with a DataLoader"):
+        data.source(torch.utils.data.DataLoader(_Squares()), batch_size=8)
+    with pytest.raises(TypeError, match="x: got a int"):
+        data.source(3)
+    with pytest.raises(TypeError, match="dtype <U1"):
+        data.source(np.array([["a"], ["b"]]), np.zeros(2))
+    with pytest.raises(ValueError, match=r"an iterable yielded a tuple of 4 items"):
+        list(data.source(iter([(np.zeros(1),) * 4])).epoch())
+
+
+def test_resume_position_redraws_the_same_permutation():
+    x = torch.arange(30.0).unsqueeze(1)
+    g = torch.Generator().manual_seed(1)
+    src = data.source(x, torch.arange(30), batch_size=4, shuffle=True, generator=g)
+    it = src.epoch()
+    seen = [next(it)[1] for _ in range(3)]
+    state = src.state_dict()
+    rest = [b[1] for b in it]
+    src2 = data.source(x, torch.arange(30), batch_size=4, shuffle=True, generator=torch.Generator())
+    src2.load_state_dict(state)
+    again = [b[1] for b in src2.epoch(skip=3)]
+    assert len(seen) + len(rest) == 8
+    assert all(torch.equal(a, b) for a, b in zip(rest, again)) and len(again) == len(rest)
+
+
+def test_is_numpy_input():
+    assert data.is_numpy_input(np.zeros(3))
+    assert data.is_numpy_input([np.zeros(3), np.zeros(3)])
+    assert not data.is_numpy_input(torch.zeros(3))

@@ -1,0 +1,374 @@
+"""fitkit.trainer: every fit / evaluate / predict argument and input form, logs, callbacks order."""
+
+import io
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fitkit
+from fitkit.callbacks import Callback, ProgbarLogger
+
+
+def _data(n=100, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ rng.normal(size=d) > 0).astype(np.int64)
+    return x, y
+
+
+def _model(d=5, seed=0, lr=0.1):
+    torch.manual_seed(seed)
+    model = fitkit.Sequential(nn.Linear(d, 1))
+    model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=lr), loss=nn.BCEWithLogitsLoss(),
+                  metrics=["accuracy"])
+    return model
+
+
+class Recorder(Callback):
+    """Records every hook call as (hook, arg) and the logs keys seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+        self.epoch_logs = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin", None))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end", None))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch))
+        self.epoch_logs.append(dict(logs))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.calls.append(("batch_begin", batch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch))
+
+    def on_test_begin(self, logs=None):
+        self.calls.append(("test_begin", None))
+
+    def on_test_end(self, logs=None):
+        self.calls.append(("test_end", None))
+
+
+def test_epoch_loss_is_the_mean_over_samples_with_the_partial_batch_weighted_by_its_size():
+    x, y = _data(n=10)
+    model = _model()
+    batch_losses = []
+
+    class Capture(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            lo, hi = batch * 4, min(batch * 4 + 4, 10)
+            with torch.no_grad():
+                out = self.model(torch.from_numpy(x[lo:hi]))
+                batch_losses.append((float(nn.functional.binary_cross_entropy_with_logits(
+                    out.squeeze(-1), torch.from_numpy(y[lo:hi]).float())), hi - lo))
+
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Capture()])
+    expected = sum(loss * n for loss, n in batch_losses) / 10
+    per_batch_mean = sum(loss for loss, _ in batch_losses) / 3
+    assert history.history["loss"][0] == pytest.approx(expected, abs=1e-6)
+    assert abs(expected - per_batch_mean) > 1e-4  # the two definitions differ here, so the test can tell
+
+
+def test_hooks_order_batch_indices_restart_and_logs_keys():
+    x, y = _data(n=10)
+    model = _model()
+    rec = Recorder()
+    model.fit(x, y, batch_size=4, epochs=2, validation_split=0.2, verbose=0, callbacks=[rec])
+    # 8 training samples -> 2 batches per epoch; validation after each epoch
+    expected = [("train_begin", None)]
+    for epoch in range(2):
+        expected += [("epoch_begin", epoch), ("batch_begin", 0), ("batch_end", 0), ("batch_begin", 1),
+                     ("batch_end", 1), ("test_begin", None), ("test_end", None), ("epoch_end", epoch)]
+    expected += [("train_end", None)]
+    assert rec.calls == expected
+    assert list(rec.epoch_logs[0]) == ["loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"]
+
+
+def test_history_params_and_epochs_with_initial_epoch():
+    x, y = _data()
+    model = _model()
+    history = model.fit(x, y, batch_size=32, epochs=5, initial_epoch=2, verbose=0)
+    assert history.epoch == [2, 3, 4]
+    assert history.params == {"verbose": 0, "epochs": 5, "steps": 4}
+    assert len(history.history["loss"]) == 3
+    assert history.stop_reason == "epochs"
+
+
+def test_validation_data_forms_give_the_same_val_numbers():
+    x, y = _data()
+    xv, yv = _data(n=30, seed=1)
+    results = []
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
+                                         batch_size=7)
+    for val in [(xv, yv), (xv, yv, np.ones(30, dtype=np.float32)), loader]:
+        model = _model()
+        history = model.fit(x, y, epochs=2, shuffle=False, verbose=0, validation_data=val)
+        results.append(history.history["val_loss"])
+    assert results[0] == pytest.approx(results[1], abs=1e-6)
+    assert results[0] == pytest.approx(results[2], abs=1e-6)
+
+
+def test_validation_split_is_the_last_fraction_and_validation_data_overrides_it():
+    x, y = _data(n=50)
+    model = _model()
+    seen = []
+
+    class Spy(Callback):
+        def on_test_batch_begin(self, batch, logs=None):
+            seen.append(batch)
+
+    h1 = model.fit(x, y, epochs=1, validation_split=0.2, validation_batch_size=5, verbose=0, callbacks=[Spy()])
+    assert len(seen) == 2  # 10 validation samples in batches of 5
+    ref = _model()
+    ref.fit(x[:40], y[:40], epochs=1, verbose=0, shuffle=True)
+    assert h1.params["steps"] == 2  # 40 training samples, batch 32
+    model2 = _model()
+    h2 = model2.fit(x, y, epochs=1, validation_split=0.2, validation_data=(x[:5], y[:5]), verbose=0)
+    assert h2.history["val_loss"][0] == pytest.approx(model2.evaluate(x[:5], y[:5], verbose=0)[0], abs=1e-6)
+
+
+def test_validation_freq_and_validation_steps():
+    x, y = _data()
+    model = _model()
+    rec = Recorder()
+    history = model.fit(x, y, epochs=4, validation_data=(x, y), validation_freq=2, validation_steps=1,
+                        validation_batch_size=10, verbose=0, callbacks=[rec])
+    assert ["val_loss" in logs for logs in rec.epoch_logs] == [False, True, False, True]
+    assert len(history.history["val_loss"]) == 2
+
+
+def test_steps_per_epoch_with_arrays_and_an_endless_generator():
+    x, y = _data()
+    model = _model()
+    history = model.fit(x, y, batch_size=10, steps_per_epoch=3, epochs=2, verbose=0)
+    assert history.params["steps"] == 3
+
+    def endless():
+        rng = np.random.default_rng(0)
+        while True:
+            xb = rng.normal(size=(8, 5)).astype(np.float32)
+            yield xb, (xb[:, 0] > 0).astype(np.int64)
+
+    rec = Recorder()
+    model.fit(endless(), steps_per_epoch=4, epochs=2, verbose=0, callbacks=[rec])
+    assert sum(1 for c in rec.calls if c[0] == "batch_end") == 8
+
+
+def test_generator_with_sample_weights_and_dataset_and_dataloader():
+    x, y = _data(n=40)
+    model = _model()
+
+    def gen():
+        for i in range(0, 40, 10):
+            yield x[i:i + 10], y[i:i + 10], np.full(10, 2.0, dtype=np.float32)
+    h = model.fit(gen(), epochs=1, verbose=0)
+    assert np.isfinite(h.history["loss"][0])
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    assert len(model.fit(ds, batch_size=8, epochs=2, verbose=0).epoch) == 2
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True)
+    assert model.fit(loader, epochs=1, verbose=0).params["steps"] == 5
+
+
+def test_sample_weight_and_class_weight_weigh_the_loss_like_keras():
+    x, y = _data(n=40)
+    sw = np.where(y == 1, 3.0, 0.5).astype(np.float32)
+    a, b = _model(seed=1), _model(seed=1)
+    ha = a.fit(x, y, sample_weight=sw, epochs=2, shuffle=False, verbose=0)
+    hb = b.fit(x, y, class_weight={0: 0.5, 1: 3.0}, epochs=2, shuffle=False, verbose=0)
+    assert ha.history["loss"] == pytest.approx(hb.history["loss"], abs=1e-6)
+    plain = _model(seed=1).fit(x, y, epochs=2, shuffle=False, verbose=0)
+    assert ha.history["loss"][0] != pytest.approx(plain.history["loss"][0], abs=1e-4)
+    # the weighted loss over the epoch is sum(w * l) / N, Keras's sum_over_batch_size
+    model = _model(seed=2)
+    with torch.no_grad():
+        per = nn.functional.binary_cross_entropy_with_logits(model(torch.from_numpy(x)).squeeze(-1),
+                                                             torch.from_numpy(y).float(), reduction="none")
+    got = model.evaluate(x, y, sample_weight=sw, batch_size=40, verbose=0)[0]
+    assert got == pytest.approx(float((per * torch.from_numpy(sw)).sum() / 40), abs=1e-6)
+
+
+def test_weighted_metrics_get_the_sample_weights():
+    x, y = _data(n=40)
+    model = _model()
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"],
+                  weighted_metrics=["accuracy"])
+    sw = np.zeros(40, dtype=np.float32)
+    sw[:10] = 1.0
+    logs = model.evaluate(x, y, sample_weight=sw, return_dict=True, verbose=0)
+    with torch.no_grad():
+        pred = (model(torch.from_numpy(x)).squeeze(-1) > 0).long().numpy()
+    assert logs["accuracy"] == pytest.approx(float((pred == y).mean()))
+    weighted_key = [k for k in logs if k != "accuracy" and "accuracy" in k][0]
+    assert logs[weighted_key] == pytest.approx(float((pred[:10] == y[:10]).mean()))
+
+
+def test_evaluate_return_forms():
+    x, y = _data()
+    model = _model()
+    both = model.evaluate(x, y, verbose=0)
+    assert isinstance(both, list) and len(both) == 2
+    assert model.evaluate(x, y, return_dict=True, verbose=0) == {"loss": pytest.approx(both[0]),
+                                                                  "accuracy": pytest.approx(both[1])}
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss())
+    assert isinstance(model.evaluate(x, y, verbose=0), float)
+    assert model.evaluate(x, y, batch_size=10, steps=1, verbose=0) == pytest.approx(
+        model.evaluate(x[:10], y[:10], verbose=0), abs=1e-6)
+
+
+def test_shuffle_false_is_deterministic_and_true_uses_the_seed():
+    x, y = _data()
+    w = []
+    for _ in range(2):
+        fitkit.set_seed(3)
+        model = _model()
+        model.fit(x, y, epochs=2, verbose=0)
+        w.append(model.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*w))
+    fitkit.set_seed(4)
+    other = _model()
+    other.fit(x, y, epochs=2, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(w[0], other.get_weights()))
+
+
+def test_stop_training_from_a_callback_ends_after_the_epoch():
+    class StopAt(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+                self.model.stop_reason = "my_reason"
+
+    history = _model().fit(*_data(), epochs=10, verbose=0, callbacks=[StopAt()])
+    assert history.epoch == [0, 1] and history.stop_reason == "my_reason"
+
+
+def test_bad_fit_arguments_are_rejected_before_any_weight_changes():
+    x, y = _data()
+    model = _model()
+    before = model.get_weights()
+    bad = [
+        (dict(epochs=-1), "epochs: got -1"),
+        (dict(epochs=2.5), "epochs: got 2.5"),
+        (dict(batch_size=0), "batch_size: got 0"),
+        (dict(validation_split=1.5), "validation_split: got 1.5"),
+        (dict(validation_freq=0), "validation_freq: got 0"),
+        (dict(verbose=3), "verbose: got 3"),
+        (dict(shuffle="yes"), "shuffle: got 'yes'"),
+        (dict(callbacks=[object()]), "callbacks: got <object"),
+        (dict(initial_epoch=-2), "initial_epoch: got -2"),
+        (dict(steps_per_epoch=0), "steps_per_epoch: got 0"),
+        (dict(class_weight={"a": 1}), "class_weight: got the key 'a'"),
+        (dict(validation_data=(x,)), "validation_data: got a tuple of 1 items"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace("[", r"\[")):
+            model.fit(x, y, **kwargs)
+    with pytest.raises(ValueError, match=r"x, y and sample_weight: the arrays have different numbers of samples"):
+        model.fit(x, y[:50])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_verbose_1_draws_a_bar_with_loss_and_time_per_step(monkeypatch):
+    import fitkit.callbacks.progbar_logger as progbar
+    monkeypatch.setattr(progbar, "REFRESH_SECONDS", 0.0)
+    out = io.StringIO()
+    model = _model()
+    model.fit(*_data(), epochs=2, validation_split=0.2, callbacks=[ProgbarLogger(file=out)], verbose=1)
+    text = out.getvalue()
+    assert "Epoch 1/2" in text and "Epoch 2/2" in text
+    assert "3/3" in text and "/step" in text
+    assert "loss: " in text and "val_loss: " in text and "accuracy: " in text
+
+
+def test_verbose_2_prints_one_line_per_epoch_and_0_prints_nothing(capsys):
+    model = _model()
+    model.fit(*_data(), epochs=3, verbose=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3 - ") and "loss: " in lines[2]
+    model.fit(*_data(), epochs=2, verbose=0)
+    model.evaluate(*_data(), verbose=0)
+    model.predict(_data()[0], verbose=0)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_evaluate_and_predict_verbose_draw_their_own_bar(capsys):
+    model = _model()
+    model.evaluate(*_data(), verbose=1)
+    model.predict(_data()[0], verbose=1)
+    out = capsys.readouterr().out
+    assert "Evaluate" in out and "Predict" in out
+
+
+def test_batch_logs_are_read_only_when_a_callback_reads_them(monkeypatch):
+    import fitkit.logs as logs_module
+    reads = []
+    original = logs_module.LazyLogs._materialize
+
+    def counting(self):
+        if self._values is None:
+            reads.append(1)
+        return original(self)
+    monkeypatch.setattr(logs_module.LazyLogs, "_materialize", counting)
+    model = _model()
+    model.fit(*_data(), epochs=2, batch_size=10, verbose=0)
+    assert len(reads) == 2  # once per epoch end: no per-step read
+
+    class Reader(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            assert 0.0 < logs["loss"] < 10.0
+    reads.clear()
+    model.fit(*_data(), epochs=1, batch_size=10, verbose=0, callbacks=[Reader()])
+    assert len(reads) == 10  # each step's logs once; the epoch end reuses the last step's reading
+
+
+def test_first_ctrl_c_finishes_the_step_and_returns_the_history_marked_interrupted():
+    x, y = _data(n=200)
+    model = _model()
+    ended = []
+
+    class InterruptAt(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.params and batch == 2 and not ended:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_train_end(self, logs=None):
+            ended.append(True)
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals need the main thread")
+    history = model.fit(x, y, batch_size=10, epochs=5, verbose=0, callbacks=[InterruptAt()])
+    assert ended == [True]
+    assert history.interrupted and history.stop_reason == "interrupted"
+    assert history.epoch == []  # the first epoch did not finish
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_second_ctrl_c_raises_keyboard_interrupt():
+    class DoubleInterrupt(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _model().fit(*_data(), batch_size=10, epochs=2, verbose=0, callbacks=[DoubleInterrupt()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_predict_rejects_no_data():
+    with pytest.raises(ValueError, match="x: got None"):
+        _model().predict(None)
