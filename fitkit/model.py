@@ -20,8 +20,10 @@ class TrainingState:
 
     def __init__(self):
         self._generator = None
-        self.epoch = 0          # the next epoch to run when fit is called with initial_epoch=None
-        self.skip_batches = 0   # batches of the current epoch already done (an exact mid-epoch resume)
+        self.epoch = 0            # the epoch running now, or the next one between fit calls
+        self.skip_batches = 0     # batches of the next epoch already done (an exact mid-epoch resume)
+        self.resume_epoch = None  # set by a callback in on_train_begin to start fit at a saved epoch
+        self.train_source = None  # the running fit's training batches (their position is resumable)
 
     @property
     def generator(self):

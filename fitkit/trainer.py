@@ -114,7 +114,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                                  steps=validation_steps, role="validation_data")
     model._remember_example(train)
 
-    history = History()
+    # Keras uses (and returns) a History the user passed in callbacks.
+    history = next((cb for cb in user_callbacks if isinstance(cb, History)), None) or History()
     params = {"verbose": verbose, "epochs": epochs, "steps": train.num_steps}
     cbs = _callback_list(model, user_callbacks, verbose, params, history)
     model.stop_training = False
@@ -122,8 +123,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     logs = {}
     epoch = initial_epoch
 
+    state.train_source = train
     with GracefulInterrupt() as interrupt:
         cbs.on_train_begin()
+        # A callback restoring a backup (BackupAndRestore) may move the start, even into an epoch.
+        if state.resume_epoch is not None:
+            initial_epoch, state.resume_epoch = state.resume_epoch, None
         try:
             for epoch in range(initial_epoch, epochs):
                 state.epoch = epoch
@@ -149,7 +154,11 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             if model.stop_reason is None and model.stop_training:
                 model.stop_reason = "stopped"
             history.stop_reason = model.stop_reason or "epochs"
+            for cb in cbs:
+                if getattr(cb, "stopped_epoch", 0) and isinstance(getattr(cb, "monitor", None), str):
+                    history.stop_monitor = cb.monitor  # what diagnose() names when EarlyStopping stopped it
             cbs.on_train_end(logs)
+    state.train_source = None
     model.history = history
     return history
 
