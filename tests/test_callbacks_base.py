@@ -1,0 +1,61 @@
+"""fitkit.callbacks.base: the hooks, and CallbackList calling only what a callback implements."""
+
+from fitkit.callbacks.base import HOOKS, Callback, CallbackList
+
+
+class Counting(Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(("epoch_end", epoch, logs))
+
+    def on_batch_end(self, batch, logs=None):  # the Keras 2 name still works
+        self.seen.append(("batch_end", batch))
+
+
+class DuckTyped:
+    """Not a Callback subclass: only the hooks it has are called."""
+
+    def __init__(self):
+        self.seen = []
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None):
+        self.seen.append("train_begin")
+
+
+def test_only_overridden_hooks_are_registered_and_called_in_order():
+    a, b = Counting(), Counting()
+    cbs = CallbackList([a, b], model="model", params={"epochs": 2})
+    assert a.model == "model" and b.params == {"epochs": 2}
+    assert cbs.has("on_epoch_end") and cbs.has("on_train_batch_end")
+    assert not cbs.has("on_train_batch_begin") and not cbs.has("on_test_end")
+    cbs.on_epoch_end(3, {"loss": 1.0})
+    cbs.on_train_batch_end(7)
+    assert a.seen == [("epoch_end", 3, {"loss": 1.0}), ("batch_end", 7)] == b.seen
+
+
+def test_duck_typed_callbacks_and_append():
+    duck = DuckTyped()
+    cbs = CallbackList([duck], model="m", params={})
+    cbs.on_train_begin()
+    assert duck.seen == ["train_begin"] and not cbs.has("on_epoch_end")
+    late = Counting()
+    cbs.append(late)
+    assert late.model == "m" and cbs.has("on_epoch_end")
+    assert list(cbs) == [duck, late]
+
+
+def test_every_hook_exists_on_the_base_and_does_nothing():
+    cb = Callback()
+    for hook in HOOKS:
+        method = getattr(cb, hook)
+        args = (0, None) if "batch" in hook or "epoch" in hook else (None,)
+        assert method(*args) is None
