@@ -165,7 +165,8 @@ class History(Callback):
     ``"terminate_on_nan"``, ``"interrupted"``, ``"time_budget"``, ``"data_exhausted"``, ``"stopped"`` (a
     callback set ``stop_training`` without a reason) or another string a callback put in
     ``model.stop_reason``), ``interrupted`` (True after Ctrl-C) and may fill ``stop_monitor`` (the
-    key the stopping callback watched). When the trainer leaves ``stop_reason`` unset, ``on_train_end``
+    key the stopping callback watched) and ``restored_epoch`` (the epoch whose weights
+    ``EarlyStopping(restore_best_weights=True)`` put back, as with ``fit(epochs="auto")``). When the trainer leaves ``stop_reason`` unset, ``on_train_end``
     reads ``model.stop_reason``, else works it out from ``params["epochs"]`` and ``model.stop_training``.
     """
 
@@ -176,6 +177,8 @@ class History(Callback):
         self.stop_reason = None
         self.interrupted = False
         self.stop_monitor = None
+        # The epoch whose weights EarlyStopping(restore_best_weights=True) put back, when it did.
+        self.restored_epoch = None
         # The epoch index of every value of every key: val_ keys skip epochs when validation_freq > 1.
         self._logged_at = {}
 
@@ -563,6 +566,7 @@ class History(Callback):
             "stop_reason": self.stop_reason,
             "interrupted": bool(self.interrupted),
             "stop_monitor": self.stop_monitor,
+            "restored_epoch": self.restored_epoch,
             "logged_at": {k: list(v) for k, v in self._logged_at.items()},
         }
 
@@ -590,6 +594,7 @@ class History(Callback):
         self.stop_reason = data.get("stop_reason")
         self.interrupted = bool(data.get("interrupted", False))
         self.stop_monitor = data.get("stop_monitor")
+        self.restored_epoch = data.get("restored_epoch")
         self._logged_at = {k: [int(e) for e in v] for k, v in (data.get("logged_at") or {}).items()}
 
     def __repr__(self):

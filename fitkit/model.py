@@ -361,7 +361,7 @@ class Model(nn.Module):
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-            validation_freq=1):
+            validation_freq=1, max_epochs=1000, time_budget=None):
         """Train the model and return a :class:`~fitkit.history.History`, as Keras's ``fit``.
 
         x: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
@@ -371,15 +371,25 @@ class Model(nn.Module):
         validation_split: the last fraction of the samples, taken before shuffling.
         Calling fit again goes on from the current weights, optimizer, scheduler and data order.
 
+        ``epochs="auto"`` (fitkit) answers "how many epochs?": it trains until the validation loss
+        stops improving, with an ``EarlyStopping(restore_best_weights=True)`` whose patience is scaled
+        to the data (about 1000 optimizer steps' worth of epochs: ``ceil(1000 / steps_per_epoch)``,
+        at least 5, at most 50 and at most ``max_epochs // 10`` when that is over 5), under a hard cap
+        of ``max_epochs`` epochs. With no validation data it holds out ``validation_split=0.2`` and
+        says so once. ``time_budget`` (seconds, any ``epochs``) stops before an epoch that would end
+        past the budget. ``history.stop_reason`` says why training stopped.
+
         >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
         >>> history.history["val_loss"]
+        >>> history = model.fit(x, y, epochs="auto")   # then print(history.diagnose())
         """
         return trainer.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, validation_split=validation_split,
                            validation_data=validation_data, shuffle=shuffle, class_weight=class_weight,
                            sample_weight=sample_weight, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-                           validation_batch_size=validation_batch_size, validation_freq=validation_freq)
+                           validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+                           max_epochs=max_epochs, time_budget=time_budget)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):

@@ -10,11 +10,14 @@ floats at an epoch end, or when a callback (the progress bar at its own rate) re
 
 import math
 import numbers
+import time
+import warnings
 
 import torch
 
 from . import data
 from .callbacks.base import CallbackList
+from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
 from .history import History
 from .interrupt import GracefulInterrupt
@@ -87,12 +90,26 @@ def _callback_list(model, user_callbacks, verbose, params, history=None):
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
         initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-        validation_freq=1):
+        validation_freq=1, max_epochs=1000, time_budget=None):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     verbose = _check_verbose(verbose)
     user_callbacks = _as_list(callbacks)
-    _check_fit_args(model, epochs, initial_epoch, batch_size, validation_split, validation_freq,
-                    steps_per_epoch, validation_steps, validation_batch_size, user_callbacks, shuffle)
+    auto = isinstance(epochs, str) and epochs == "auto"
+    if auto:
+        _check_positive_int(max_epochs, "max_epochs", allow_none=False)
+        if validation_data is None and not validation_split:
+            if not data.is_array_like(x) and not isinstance(x, torch.utils.data.TensorDataset):
+                raise ValueError("epochs: 'auto' watches the validation loss; x is not an array, so pass "
+                                 "validation_data=... as well")
+            validation_split = 0.2
+            warnings.warn("fit(epochs='auto'): no validation data given, so the last 20% of the samples are "
+                          "held out (validation_split=0.2).", UserWarning, stacklevel=3)
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
+                                    or time_budget <= 0):
+        raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
+    _check_fit_args(model, initial_epoch + max_epochs if auto else epochs, initial_epoch, batch_size,
+                    validation_split, validation_freq, steps_per_epoch, validation_steps, validation_batch_size,
+                    user_callbacks, shuffle)
     if x is None:
         raise ValueError("x: got None; expected training data (arrays, tensors, a Dataset, a DataLoader "
                          "or an iterable of batches)")
@@ -113,6 +130,11 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         val_source = data.source(*val, batch_size=validation_batch_size or batch_size, device=device,
                                  steps=validation_steps, role="validation_data")
     model._remember_example(train)
+    if auto:
+        epochs = initial_epoch + max_epochs
+        if not any(isinstance(cb, EarlyStopping) for cb in user_callbacks):
+            user_callbacks.append(EarlyStopping(monitor="val_loss", restore_best_weights=True,
+                                                patience=auto_patience(train.num_steps, max_epochs)))
 
     # Keras uses (and returns) a History the user passed in callbacks.
     history = next((cb for cb in user_callbacks if isinstance(cb, History)), None) or History()
@@ -124,6 +146,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     epoch = initial_epoch
 
     state.train_source = train
+    started = time.perf_counter()
     with GracefulInterrupt() as interrupt:
         cbs.on_train_begin()
         # A callback restoring a backup (BackupAndRestore) may move the start, even into an epoch.
@@ -145,6 +168,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 if getattr(train, "exhausted", False):
                     model.stop_training = True
                     model.stop_reason = model.stop_reason or "data_exhausted"
+                if time_budget is not None and _out_of_time(started, epoch + 1 - initial_epoch, time_budget):
+                    model.stop_training = True
+                    model.stop_reason = model.stop_reason or "time_budget"
                 if model.stop_training:
                     break
         finally:
@@ -157,6 +183,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             for cb in cbs:
                 if getattr(cb, "stopped_epoch", 0) and isinstance(getattr(cb, "monitor", None), str):
                     history.stop_monitor = cb.monitor  # what diagnose() names when EarlyStopping stopped it
+                if isinstance(cb, EarlyStopping) and cb.restore_best_weights and cb.best_weights is not None:
+                    history.restored_epoch = cb.best_epoch  # its on_train_end puts these weights back
             cbs.on_train_end(logs)
     state.train_source = None
     model.history = history
@@ -286,6 +314,12 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     if numpy_out:
         result = data.map_structure(lambda t: t.numpy(), result)
     return result
+
+
+def _out_of_time(started, epochs_done, time_budget):
+    """Whether another epoch, as long as the mean so far, would end past the budget."""
+    elapsed = time.perf_counter() - started
+    return elapsed + elapsed / max(1, epochs_done) > time_budget
 
 
 def auto_patience(steps_per_epoch, max_epochs):

@@ -1,0 +1,892 @@
+"""Losses: Keras names and classes, torch loss modules and functionals, one calling convention.
+
+Every loss is called Keras style, ``loss(y_true, y_pred, sample_weight=None)``, and returns a 0-dim
+tensor reduced the Keras way ("sum_over_batch_size": per-sample losses, times ``sample_weight``, summed,
+divided by the number of per-sample values, never by the sum of the weights). Targets are reconciled
+first (``(N,)`` against ``(N, 1)``, integer labels cast), so torch's silent ``(N, N)`` broadcast never
+happens.
+
+>>> get("mse")(torch.zeros(4), torch.ones(4, 1))
+tensor(1.)
+>>> get(torch.nn.BCEWithLogitsLoss()).kind, get(torch.nn.BCEWithLogitsLoss()).from_logits
+('binary', True)
+
+Nothing here reads a value back to the host: no ``.item()``, no data-dependent Python branches.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from fitkit.targets import as_float, dense_targets, match_rank
+
+EPSILON = 1e-7  # keras.backend.epsilon()
+_LOG2 = 0.6931471805599453
+_REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
+KINDS = ("binary", "categorical", "sparse_categorical", "regression", None)
+
+
+# --------------------------------------------------------------------------------------- reduction
+
+def _as_weight(sample_weight, values):
+    """``sample_weight`` as a tensor that broadcasts per sample against ``values``."""
+    sw = sample_weight
+    if not isinstance(sw, torch.Tensor):
+        sw = torch.as_tensor(sw)
+    if sw.dtype != values.dtype or sw.device != values.device:
+        sw = sw.to(device=values.device, dtype=values.dtype)
+    if values.dim() == 0:
+        return sw  # a scalar loss times weights: Keras's arithmetic, scalar * mean(weights)
+    # Keras squeezes or expands a trailing axis of 1 on either side.
+    if sw.dim() == values.dim() + 1 and sw.shape[-1] == 1:
+        sw = sw.squeeze(-1)
+    elif values.dim() == sw.dim() + 1 and values.shape[-1] == 1:
+        sw = sw.unsqueeze(-1)
+    if sw.dim() > values.dim():
+        raise ValueError(
+            f"`sample_weight` of shape {tuple(sw.shape)} has more axes than the per-sample losses of "
+            f"shape {tuple(values.shape)}; expected shape (N,) or a prefix of {tuple(values.shape)}."
+        )
+    for i, n in enumerate(sw.shape):
+        if n != 1 and n != values.shape[i]:
+            raise ValueError(
+                f"`sample_weight` of shape {tuple(sw.shape)} does not match the per-sample losses of "
+                f"shape {tuple(values.shape)}; expected (N,) with N={values.shape[0]}, or a shape that "
+                f"broadcasts from the left such as (N, T)."
+            )
+    if sw.dim() < values.dim():
+        # One weight per sample (or per timestep) applies to all the remaining axes.
+        sw = sw.reshape(tuple(sw.shape) + (1,) * (values.dim() - sw.dim()))
+    return sw
+
+
+def reduce_weighted(values, sample_weight=None, reduction="sum_over_batch_size", mask=None):
+    """Keras's reduction of per-sample ``values``: weight, then sum and divide by the number of values.
+
+    ``mask`` (bool, shaped like ``values``) drops entries and divides by the count of kept ones, as Keras
+    does for ``ignore_class``.
+
+    >>> reduce_weighted(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0]))
+    tensor(0.5000)
+    """
+    if sample_weight is not None:
+        sw = _as_weight(sample_weight, values)
+        values = values * sw
+    else:
+        sw = None
+    if mask is not None:
+        values = values * mask
+    if reduction in ("none", None):
+        return values
+    if values.dim() == 0:
+        return values
+    if mask is None and reduction != "sum" and (reduction != "mean_with_sample_weight" or sw is None):
+        # sum_over_batch_size: the sum divided by the number of values, which is what mean() does.
+        return values.mean() if values.numel() else values.sum()
+    total = values.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and (sw is not None or mask is not None):
+        weights = sw if sw is not None else values.new_ones(())
+        if mask is not None:
+            weights = weights * mask
+        denom = torch.broadcast_to(weights, values.shape).sum()
+        # divide_no_nan: zero total weight gives a zero loss, not NaN.
+        return torch.where(denom != 0, total / torch.where(denom != 0, denom, 1.0), 0.0)
+    return total / mask.sum().clamp_min(1)  # only the kept entries count
+
+
+# ------------------------------------------------------------------------------------------ bases
+
+def _snake(name):
+    out = []
+    for i, c in enumerate(name):
+        if c.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(c.lower())
+    return "".join(out)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _tensors(y_true, y_pred, upcast=False):
+    # Arrays and lists are accepted, as Keras does; tensors pass through untouched.
+    if not isinstance(y_pred, torch.Tensor):
+        y_pred = torch.as_tensor(y_pred)
+    elif upcast and y_pred.dtype in _LOW_PRECISION:
+        y_pred = y_pred.float()  # Keras computes losses in float32 under mixed precision
+    if not isinstance(y_true, torch.Tensor):
+        y_true = torch.as_tensor(y_true, device=y_pred.device)
+    return y_true, y_pred
+
+
+class Loss:
+    """Base class: subclass and implement ``call(y_true, y_pred) -> per-sample losses``, Keras style.
+
+    ``__call__(y_true, y_pred, sample_weight=None)`` reconciles the targets, calls ``call`` and reduces.
+    ``kind`` is one of ``KINDS`` and ``from_logits`` True/False/None; metrics read both to resolve
+    "accuracy".
+
+    >>> class Cubed(Loss):
+    ...     def call(self, y_true, y_pred):
+    ...         return ((y_pred - y_true) ** 3).abs().mean(-1)
+    >>> Cubed()(torch.zeros(2, 1), torch.ones(2, 1))
+    tensor(1.)
+    """
+
+    kind = None
+    from_logits = None
+
+    def __init__(self, name=None, reduction="sum_over_batch_size"):
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"Invalid value for argument `reduction`: {reduction!r}. Expected one of {_REDUCTIONS}."
+            )
+        self.name = name or _snake(type(self).__name__)
+        self.reduction = reduction
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        values, mask = self._losses(*_tensors(y_true, y_pred, upcast=True))
+        return reduce_weighted(values, sample_weight, self.reduction, mask)
+
+    def _losses(self, y_true, y_pred):
+        """(per-sample losses, mask or None); subclasses that mask entries override this."""
+        return self.call(*self._prepare(y_true, y_pred)), None
+
+    def _prepare(self, y_true, y_pred):
+        # Keras's base Loss only casts y_true to the compute dtype.
+        return as_float(y_true, y_pred), y_pred
+
+    def call(self, y_true, y_pred):
+        raise NotImplementedError(f"{type(self).__name__} must implement call(y_true, y_pred).")
+
+    def __repr__(self):
+        extra = "" if self.from_logits is None else f", from_logits={self.from_logits}"
+        return f"{type(self).__name__}(name={self.name!r}{extra})"
+
+
+class _Elementwise(Loss):
+    """A loss computed per element and averaged over the last axis, as Keras's mean(..., axis=-1)."""
+
+    kind = "regression"
+    from_logits = False
+
+    def _prepare(self, y_true, y_pred):
+        # A rank-1 prediction is one value per sample: give it the trailing axis, so that the mean over
+        # the last axis keeps one loss per sample and sample_weight applies per sample.
+        if y_pred.dim() == 1:
+            y_pred = y_pred.unsqueeze(-1)
+        return dense_targets(y_true, y_pred), y_pred
+
+
+class _Distribution(Loss):
+    """A loss over a whole distribution on the last axis (sum or max over it), like Keras's."""
+
+    def _prepare(self, y_true, y_pred):
+        return dense_targets(y_true, y_pred), y_pred
+
+
+# ---------------------------------------------------------------------------------- regression
+
+class MeanSquaredError(_Elementwise):
+    """``mean((y_pred - y_true) ** 2, axis=-1)``; names "mse", "mean_squared_error"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_error"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return F.mse_loss(y_pred, y_true, reduction="none").mean(-1)
+
+
+class MeanAbsoluteError(_Elementwise):
+    """``mean(|y_pred - y_true|, axis=-1)``; names "mae", "mean_absolute_error"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_error"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return F.l1_loss(y_pred, y_true, reduction="none").mean(-1)
+
+
+class MeanAbsolutePercentageError(_Elementwise):
+    """``100 * mean(|(y_true - y_pred) / max(|y_true|, eps)|, axis=-1)``; "mape"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_percentage_error"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return (y_true - y_pred).div(y_true.abs().clamp_min(EPSILON)).abs().mean(-1) * 100.0
+
+
+class MeanSquaredLogarithmicError(_Elementwise):
+    """``mean((log(1 + max(y_pred, eps)) - log(1 + max(y_true, eps))) ** 2, axis=-1)``; "msle"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_logarithmic_error"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return (torch.log1p(y_pred.clamp_min(EPSILON)) - torch.log1p(y_true.clamp_min(EPSILON))).square().mean(-1)
+
+
+class Huber(_Elementwise):
+    """Quadratic within ``delta`` of the target, linear beyond; "huber"."""
+
+    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss"):
+        super().__init__(name, reduction)
+        self.delta = float(delta)
+
+    def call(self, y_true, y_pred):
+        return F.huber_loss(y_pred, y_true, reduction="none", delta=self.delta).mean(-1)
+
+
+class LogCosh(_Elementwise):
+    """``mean(log(cosh(y_pred - y_true)), axis=-1)``, computed without overflow; "log_cosh", "logcosh"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="log_cosh"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        x = y_pred - y_true
+        return (x + F.softplus(-2.0 * x) - _LOG2).mean(-1)
+
+
+class Poisson(_Elementwise):
+    """``mean(y_pred - y_true * log(y_pred + eps), axis=-1)``; "poisson"."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="poisson"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return (y_pred - y_true * torch.log(y_pred + EPSILON)).mean(-1)
+
+
+class CosineSimilarity(_Distribution):
+    """``-sum(l2_normalize(y_true) * l2_normalize(y_pred), axis)``: -1 for parallel vectors."""
+
+    kind = "regression"
+    from_logits = False
+
+    def __init__(self, axis=-1, reduction="sum_over_batch_size", name="cosine_similarity"):
+        super().__init__(name, reduction)
+        self.axis = axis
+
+    def _normalize(self, x):
+        return x * torch.rsqrt(x.square().sum(self.axis, keepdim=True)).clamp_max(1.0 / EPSILON)
+
+    def call(self, y_true, y_pred):
+        return -(self._normalize(y_true) * self._normalize(y_pred)).sum(self.axis)
+
+
+# ----------------------------------------------------------------------------- probabilistic
+
+def _bce_on_probs(y_true, p):
+    """Element-wise binary cross-entropy of clipped probabilities ``p``."""
+    p = p.clamp(EPSILON, 1.0 - EPSILON)
+    if torch.is_autocast_enabled(p.device.type):  # torch refuses F.binary_cross_entropy under autocast
+        return -(y_true * torch.log(p) + (1.0 - y_true) * torch.log(1.0 - p))
+    return F.binary_cross_entropy(p, y_true, reduction="none")
+
+
+class BinaryCrossentropy(_Elementwise):
+    """Binary cross-entropy, Keras defaults: probabilities clipped to [eps, 1 - eps] unless from_logits.
+
+    >>> BinaryCrossentropy(from_logits=True)(torch.tensor([1, 0]), torch.tensor([[0.0], [0.0]]))
+    tensor(0.6931)
+    """
+
+    kind = "binary"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="binary_crossentropy"):
+        super().__init__(name, reduction)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.axis = axis
+
+    def _smooth(self, y_true):
+        if self.label_smoothing:
+            return y_true * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return y_true
+
+    def call(self, y_true, y_pred):
+        y_true = self._smooth(y_true)
+        if self.from_logits:
+            bce = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none")
+        else:
+            bce = _bce_on_probs(y_true, y_pred)
+        return bce.mean(self.axis)
+
+
+class BinaryFocalCrossentropy(BinaryCrossentropy):
+    """Binary cross-entropy times ``(1 - p_t) ** gamma`` (Lin et al.), optionally class-balanced."""
+
+    def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
+                 label_smoothing=0.0, axis=-1, reduction="sum_over_batch_size",
+                 name="binary_focal_crossentropy"):
+        super().__init__(from_logits, label_smoothing, axis, reduction, name)
+        self.apply_class_balancing = bool(apply_class_balancing)
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        y_true = self._smooth(y_true)
+        p = torch.sigmoid(y_pred) if self.from_logits else y_pred
+        bce = _bce_on_probs(y_true, p)
+        p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
+        focal = (1.0 - p_t).pow(self.gamma) * bce
+        if self.apply_class_balancing:
+            focal = (y_true * self.alpha + (1.0 - y_true) * (1.0 - self.alpha)) * focal
+        return focal.mean(self.axis)
+
+
+class CategoricalCrossentropy(_Distribution):
+    """Cross-entropy against one-hot (or soft) targets shaped like ``y_pred``.
+
+    Probabilities are renormalised and clipped to [eps, 1 - eps] unless ``from_logits``.
+    """
+
+    kind = "categorical"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="categorical_crossentropy"):
+        super().__init__(name, reduction)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.axis = axis
+
+    def call(self, y_true, y_pred):
+        if y_true.shape != y_pred.shape:
+            raise ValueError(
+                f"`{self.name}` expects `y_true` one-hot, shaped like `y_pred` {tuple(y_pred.shape)}; "
+                f"received y_true of shape {tuple(y_true.shape)}. For integer class labels use "
+                f"'sparse_categorical_crossentropy'."
+            )
+        if self.label_smoothing:
+            n = y_true.shape[self.axis]
+            y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / n
+        if self.from_logits:
+            log_p = F.log_softmax(y_pred, dim=self.axis)
+        else:
+            p = y_pred / y_pred.sum(self.axis, keepdim=True)
+            log_p = torch.log(p.clamp(EPSILON, 1.0 - EPSILON))
+        return -(y_true * log_p).sum(self.axis)
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy against integer class labels of shape ``(N,)`` or ``(N, 1)`` (int or float).
+
+    ``ignore_class`` drops those labels (e.g. -1 or 255 in segmentation maps): they add nothing and the
+    mean is over the remaining ones, as in Keras.
+
+    >>> SparseCategoricalCrossentropy(from_logits=True)(torch.tensor([[0.0]]), torch.zeros(1, 4))
+    tensor(1.3863)
+    """
+
+    kind = "sparse_categorical"
+
+    def __init__(self, from_logits=False, ignore_class=None, axis=-1,
+                 reduction="sum_over_batch_size", name="sparse_categorical_crossentropy"):
+        super().__init__(name, reduction)
+        self.from_logits = bool(from_logits)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.axis = axis
+
+    def _labels(self, y_true, y_pred):
+        axis = self.axis % y_pred.dim()
+        if y_true.dim() == y_pred.dim() and y_true.shape[axis] == 1:
+            y_true = y_true.squeeze(axis)
+        expected = y_pred.shape[:axis] + y_pred.shape[axis + 1:]
+        if y_true.shape != expected:
+            raise ValueError(
+                f"`{self.name}` expects `y_true` integer class labels of shape {tuple(expected)} (or with "
+                f"a trailing axis of 1) for y_pred of shape {tuple(y_pred.shape)}; received y_true of "
+                f"shape {tuple(y_true.shape)}. For one-hot targets use 'categorical_crossentropy'."
+            )
+        if y_true.dtype != torch.long:
+            y_true = y_true.long()
+        return y_true, axis
+
+    def _losses(self, y_true, y_pred):
+        labels, axis = self._labels(y_true, y_pred)
+        squeeze = y_pred.dim() == 1  # one sample without a batch axis
+        if squeeze:
+            y_pred, labels = y_pred.unsqueeze(0), labels.unsqueeze(0)
+        elif axis != 1:
+            y_pred = y_pred.movedim(axis, 1)  # torch keeps classes on axis 1
+        ignore = -100 if self.ignore_class is None else self.ignore_class
+        if self.from_logits:
+            values = F.cross_entropy(y_pred, labels, reduction="none", ignore_index=ignore)
+        else:
+            p = y_pred / y_pred.sum(1, keepdim=True)
+            values = F.nll_loss(torch.log(p.clamp(EPSILON, 1.0 - EPSILON)), labels,
+                                reduction="none", ignore_index=ignore)
+        if squeeze:
+            values, labels = values.squeeze(0), labels.squeeze(0)
+        mask = None if self.ignore_class is None else labels != self.ignore_class
+        return values, mask
+
+
+class KLDivergence(_Distribution):
+    """``sum(y_true * log(y_true / y_pred), axis=-1)`` with both clipped to [eps, 1]; "kld"."""
+
+    kind = "categorical"
+    from_logits = False
+
+    def __init__(self, reduction="sum_over_batch_size", name="kl_divergence"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        y_true = y_true.clamp(EPSILON, 1.0)
+        y_pred = y_pred.clamp(EPSILON, 1.0)
+        return (y_true * torch.log(y_true / y_pred)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------- hinge
+
+def _hinge_labels(y_true):
+    # Keras maps {0, 1} labels to {-1, 1} and leaves others alone; a torch.where keeps it on the device.
+    is_binary = ((y_true == 0) | (y_true == 1)).all()
+    return torch.where(is_binary, 2.0 * y_true - 1.0, y_true)
+
+
+class Hinge(_Elementwise):
+    """``mean(max(1 - y_true * y_pred, 0), axis=-1)``; labels in {-1, 1} or {0, 1}."""
+
+    kind = "binary"
+    from_logits = None
+
+    def __init__(self, reduction="sum_over_batch_size", name="hinge"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return (1.0 - _hinge_labels(y_true) * y_pred).clamp_min(0.0).mean(-1)
+
+
+class SquaredHinge(_Elementwise):
+    """``mean(max(1 - y_true * y_pred, 0) ** 2, axis=-1)``; labels in {-1, 1} or {0, 1}."""
+
+    kind = "binary"
+    from_logits = None
+
+    def __init__(self, reduction="sum_over_batch_size", name="squared_hinge"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        return (1.0 - _hinge_labels(y_true) * y_pred).clamp_min(0.0).square().mean(-1)
+
+
+class CategoricalHinge(_Distribution):
+    """``max(max((1 - y_true) * y_pred) - sum(y_true * y_pred) + 1, 0)`` over the last axis."""
+
+    kind = "categorical"
+
+    def __init__(self, reduction="sum_over_batch_size", name="categorical_hinge"):
+        super().__init__(name, reduction)
+
+    def call(self, y_true, y_pred):
+        pos = (y_true * y_pred).sum(-1)
+        neg = ((1.0 - y_true) * y_pred).amax(-1)
+        return (neg - pos + 1.0).clamp_min(0.0)
+
+
+# --------------------------------------------------------------------------- callables and torch
+
+class LossFunction(Loss):
+    """A Keras-order callable ``fn(y_true, y_pred)`` returning per-sample losses or a scalar.
+
+    >>> LossFunction(lambda t, p: (p - t).abs())(torch.zeros(3), torch.ones(3)).item()
+    1.0
+    """
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size"):
+        super().__init__(name or getattr(fn, "__name__", None) or _snake(type(fn).__name__), reduction)
+        self.fn = fn
+
+    def _prepare(self, y_true, y_pred):
+        return dense_targets(y_true, y_pred), y_pred  # Keras: float targets, ranks reconciled
+
+    def call(self, y_true, y_pred):
+        out = self.fn(y_true, y_pred)
+        return out if isinstance(out, torch.Tensor) else torch.as_tensor(out, device=y_pred.device)
+
+
+_nn = torch.nn
+# (kind, from_logits) for torch losses; log-probabilities count as logits (argmax is the same).
+_TORCH_MODULES = (
+    (_nn.BCEWithLogitsLoss, ("binary", True)),
+    (_nn.BCELoss, ("binary", False)),
+    (_nn.MultiLabelSoftMarginLoss, ("binary", True)),
+    (_nn.CrossEntropyLoss, ("sparse_categorical", True)),
+    (_nn.NLLLoss, ("sparse_categorical", True)),
+    (_nn.KLDivLoss, ("categorical", True)),
+    (_nn.MSELoss, ("regression", False)),
+    (_nn.L1Loss, ("regression", False)),
+    (_nn.SmoothL1Loss, ("regression", False)),
+    (_nn.HuberLoss, ("regression", False)),
+    (_nn.PoissonNLLLoss, ("regression", False)),
+)
+_TORCH_FUNCTIONS = {
+    F.binary_cross_entropy_with_logits: ("binary", True),
+    F.binary_cross_entropy: ("binary", False),
+    F.multilabel_soft_margin_loss: ("binary", True),
+    F.cross_entropy: ("sparse_categorical", True),
+    F.nll_loss: ("sparse_categorical", True),
+    F.kl_div: ("categorical", True),
+    F.mse_loss: ("regression", False),
+    F.l1_loss: ("regression", False),
+    F.smooth_l1_loss: ("regression", False),
+    F.huber_loss: ("regression", False),
+    F.poisson_nll_loss: ("regression", False),
+}
+
+
+def _is_torch_function(fn):
+    base = getattr(fn, "func", fn)  # functools.partial(F.cross_entropy, label_smoothing=0.1)
+    return str(getattr(base, "__module__", None) or "").startswith("torch")
+
+
+def _none_reduction_copy(module):
+    """A shallow copy of ``module`` with ``reduction="none"``.
+
+    It shares the parameter and buffer dicts (``weight``, ``pos_weight``), so moving the user's module
+    to another device moves the copy's tensors too.
+    """
+    copy = type(module).__new__(type(module))
+    copy.__dict__.update(module.__dict__)
+    copy.reduction = "none"
+    return copy
+
+
+class TorchLoss(Loss):
+    """A torch loss module or functional, called in torch order ``fn(y_pred, y_true)``.
+
+    Targets are reconciled first (``nn.MSELoss`` with y ``(N,)`` and pred ``(N, 1)`` gives the right mean,
+    ``nn.BCELoss`` takes int labels, ``nn.CrossEntropyLoss`` takes labels ``(N, 1)``). Without
+    ``sample_weight`` the module runs exactly as given; with it, a ``reduction="none"`` copy gives
+    per-sample losses that are weighted and reduced the Keras way.
+
+    >>> TorchLoss(torch.nn.CrossEntropyLoss())(torch.tensor([[1]]), torch.zeros(1, 2))
+    tensor(0.6931)
+    """
+
+    def __init__(self, fn, name=None):
+        is_module = isinstance(fn, torch.nn.Module)
+        base = fn if is_module else getattr(fn, "func", fn)
+        default = type(fn).__name__ if is_module else getattr(base, "__name__", type(fn).__name__)
+        super().__init__(name or default, "sum_over_batch_size")
+        self.fn = fn
+        self.kind, self.from_logits = None, None
+        if is_module:
+            for cls, info in _TORCH_MODULES:
+                if isinstance(fn, cls):
+                    self.kind, self.from_logits = info
+                    break
+        else:
+            self.kind, self.from_logits = _TORCH_FUNCTIONS.get(base, (None, None))
+        # How to get unreduced losses when sample_weight comes: made once, here.
+        self._unreduced = None
+        self._sum_reduced = False
+        if is_module:
+            mode = getattr(fn, "reduction", None)
+            if mode == "none":
+                self._unreduced = fn
+            elif mode == "sum":
+                self._sum_reduced = True
+            elif mode is not None:
+                self._unreduced = _none_reduction_copy(fn)
+            self.torch_reduction = mode
+        else:
+            self._unreduced = lambda y_pred, y_true: fn(y_pred, y_true, reduction="none")
+            self.torch_reduction = "mean"
+
+    def _prepare(self, y_true, y_pred):
+        if self.kind == "sparse_categorical":
+            if y_true.shape == y_pred.shape and y_pred.dim() > 1 and y_pred.shape[1] > 1:
+                return as_float(y_true, y_pred), y_pred  # class probabilities, which CrossEntropyLoss accepts
+            if y_true.dim() == y_pred.dim() and y_true.shape[-1] == 1:
+                y_true = y_true.squeeze(-1)
+            if y_true.dtype != torch.long:
+                y_true = y_true.long()
+            return y_true, y_pred
+        if self.kind is not None or y_true.is_floating_point():
+            return dense_targets(y_true, y_pred), y_pred
+        return match_rank(y_true, y_pred), y_pred  # unknown loss, integer targets: keep their dtype
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self._prepare(*_tensors(y_true, y_pred))
+        if sample_weight is None:
+            out = self.fn(y_pred, y_true)
+            return out if out.dim() == 0 else reduce_weighted(out)
+        if self._sum_reduced:
+            raise ValueError(
+                f"Cannot apply `sample_weight` to {self.name} with reduction='sum': it returns one "
+                f"summed value. Use reduction='mean' or 'none' (fitkit then weights per sample)."
+            )
+        if self._unreduced is None:  # a module without a `reduction` attribute
+            values = self.fn(y_pred, y_true)
+            if values.dim() == 0:
+                raise ValueError(
+                    f"Cannot apply `sample_weight` to the loss module {self.name}: it returns a scalar. "
+                    f"Give it a `reduction='none'` mode, or return per-sample losses."
+                )
+        else:
+            values = self._unreduced(y_pred, y_true)
+        # Mean over the axes the weights do not cover: (N,) weights -> one loss per sample.
+        sw_rank = max(getattr(sample_weight, "ndim", 1), 1)
+        if values.dim() > sw_rank:
+            values = values.reshape(tuple(values.shape[:sw_rank]) + (-1,)).mean(-1)
+        return reduce_weighted(values, sample_weight)
+
+
+# -------------------------------------------------------------------------------------------- get
+
+_KERAS = {
+    "mean_squared_error": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mean_absolute_percentage_error": MeanAbsolutePercentageError,
+    "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "binary_focal_crossentropy": BinaryFocalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "huber": Huber,
+    "log_cosh": LogCosh,
+    "kl_divergence": KLDivergence,
+    "poisson": Poisson,
+    "hinge": Hinge,
+    "squared_hinge": SquaredHinge,
+    "categorical_hinge": CategoricalHinge,
+    "cosine_similarity": CosineSimilarity,
+}
+_ALIASES = {
+    "mse": "mean_squared_error", "MSE": "mean_squared_error",
+    "mae": "mean_absolute_error", "MAE": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error", "MAPE": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error", "MSLE": "mean_squared_logarithmic_error",
+    "bce": "binary_crossentropy", "BCE": "binary_crossentropy",
+    "kld": "kl_divergence", "KLD": "kl_divergence", "kullback_leibler_divergence": "kl_divergence",
+    "logcosh": "log_cosh", "huber_loss": "huber",
+}
+_TORCH_NAMES = {
+    "cross_entropy": _nn.CrossEntropyLoss,
+    "bce_with_logits": _nn.BCEWithLogitsLoss,
+    "nll": _nn.NLLLoss,
+    "l1": _nn.L1Loss,
+    "smooth_l1": _nn.SmoothL1Loss,
+}
+_CLASSES = {cls.__name__: cls for cls in _KERAS.values()}
+
+
+def names():
+    """Every string ``get`` accepts."""
+    return sorted(set(_KERAS) | set(_ALIASES) | set(_TORCH_NAMES) | set(_CLASSES))
+
+
+def get(identifier):
+    """A :class:`Loss` from a name, a Loss, a torch loss module/functional, or a callable.
+
+    Strings are Keras names ("mse", "binary_crossentropy", ...; Keras defaults, so ``from_logits=False``),
+    Keras class names ("BinaryCrossentropy") or torch-style names ("cross_entropy", "bce_with_logits",
+    "nll", "l1", "smooth_l1"; torch semantics, logits). Torch modules (``nn.CrossEntropyLoss()``) and
+    functionals (``F.mse_loss``) are called in torch order; any other callable in Keras order
+    ``fn(y_true, y_pred)``. ``None`` gives ``None`` (no loss), as in Keras.
+
+    >>> get("sparse_categorical_crossentropy").kind
+    'sparse_categorical'
+    >>> get(torch.nn.functional.mse_loss).name
+    'mse_loss'
+    """
+    if identifier is None or isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        key = _ALIASES.get(identifier, identifier)
+        if key in _KERAS:
+            return _KERAS[key]()
+        if key in _CLASSES:
+            return _CLASSES[key]()
+        if key in _TORCH_NAMES:
+            return TorchLoss(_TORCH_NAMES[key](), name=key)
+        raise ValueError(
+            f"Unknown value for argument `loss`: {identifier!r}. Expected one of {names()}, a "
+            f"fitkit.losses.Loss, a torch loss module or function, or a callable(y_true, y_pred)."
+        )
+    if isinstance(identifier, type):
+        if issubclass(identifier, (Loss, torch.nn.Module)):
+            return get(identifier())
+    elif isinstance(identifier, torch.nn.Module):
+        return TorchLoss(identifier)
+    elif callable(identifier):
+        if _is_torch_function(identifier):
+            return TorchLoss(identifier)
+        return LossFunction(identifier)
+    raise TypeError(
+        f"Invalid type for argument `loss`: {identifier!r} ({type(identifier).__name__}). Expected a "
+        f"loss name such as 'mse', a fitkit.losses.Loss, a torch loss module or function, or a "
+        f"callable(y_true, y_pred)."
+    )
+
+
+# -------------------------------------------------------------------------------- multi-output
+
+class LossContainer:
+    """The compiled loss of a model with one or many outputs.
+
+    ``loss`` is one identifier (applied to every output), a list (one per output, ``None`` skips one) or
+    a dict keyed like the outputs; ``loss_weights`` a number, list or dict (default 1). Calling it returns
+    ``(total, parts)``: the weighted sum and, when more than one output has a loss, the *unweighted* loss
+    of each output by name (dict keys, or "output_1", "output_2", ... for list outputs); Keras logs these
+    as "<name>_loss". ``y_true`` and ``sample_weight`` are structured like ``y_pred`` (a single
+    ``sample_weight`` tensor applies to every output).
+
+    ``single`` is the Loss when one loss covers everything (one identifier, or a list of one), else None;
+    ``losses`` holds the resolved Loss objects in the structure the user gave (Loss, list or dict).
+
+    >>> c = LossContainer(["mse", "mae"], loss_weights=[1.0, 0.5])
+    >>> total, parts = c([torch.zeros(2, 1), torch.zeros(2, 1)], [torch.ones(2, 1), torch.ones(2, 1)])
+    >>> float(total), sorted(parts)
+    (1.5, ['output_1', 'output_2'])
+    """
+
+    def __init__(self, loss, loss_weights=None):
+        if isinstance(loss, (list, tuple)):
+            self.losses = [None if l is None else get(l) for l in loss]
+            present = [l for l in self.losses if l is not None]
+            self.single = self.losses[0] if len(self.losses) == 1 else None
+        elif isinstance(loss, dict):
+            self.losses = {k: None if l is None else get(l) for k, l in loss.items()}
+            present = [l for l in self.losses.values() if l is not None]
+            self.single = None
+        else:
+            if loss is None:
+                raise ValueError("Invalid value for argument `loss`: None. Expected a loss to compile.")
+            self.losses = self.single = get(loss)
+            present = [self.losses]
+        if not present:
+            raise ValueError(f"Invalid value for argument `loss`: {loss!r}. Every entry is None; "
+                             f"expected at least one loss.")
+        self.loss_weights = self._check_weights(loss_weights)
+        self._plans = {}
+
+    def _check_weights(self, w):
+        if w is None or isinstance(w, (int, float)):
+            return w
+        if isinstance(w, (list, tuple)):
+            if isinstance(self.losses, (list, dict)) and len(w) != len(self.losses):
+                raise ValueError(
+                    f"`loss_weights` has {len(w)} entries but `loss` has {len(self.losses)}; expected one "
+                    f"weight per loss."
+                )
+            return list(w)
+        if isinstance(w, dict):
+            if isinstance(self.losses, dict) and not set(w) <= set(self.losses):
+                raise ValueError(
+                    f"`loss_weights` keys {sorted(map(str, set(w) - set(self.losses)))} are not among the "
+                    f"`loss` keys {list(self.losses)}."
+                )
+            return dict(w)
+        raise TypeError(f"Invalid type for argument `loss_weights`: {w!r} ({type(w).__name__}). Expected "
+                        f"a number, a list or a dict.")
+
+    def _plan(self, y_pred):
+        """[(key, position, name, loss, weight)] for the outputs that have a loss; built once per structure."""
+        if isinstance(y_pred, dict):
+            struct = ("dict", tuple(y_pred))
+        elif isinstance(y_pred, (list, tuple)):
+            struct = ("list", len(y_pred))
+        else:
+            struct = ("tensor",)
+        plan = self._plans.get(struct)
+        if plan is None:
+            plan = self._plans[struct] = self._build(struct)
+        return plan
+
+    def _build(self, struct):
+        if struct[0] == "dict":
+            keys = list(struct[1])
+            names_ = [str(k) for k in keys]
+            ids = keys
+        elif struct[0] == "list":
+            keys = list(range(struct[1]))
+            names_ = ids = [f"output_{i + 1}" for i in keys]
+        else:
+            keys, names_, ids = [None], ["output_1"], ["output_1"]
+        n = len(keys)
+        if isinstance(self.losses, list):
+            if len(self.losses) != n:
+                raise ValueError(
+                    f"`loss` has {len(self.losses)} entries but the model has {n} output(s) {ids}; "
+                    f"expected a list of {n} losses (None skips an output)."
+                )
+            losses = list(self.losses)
+        elif isinstance(self.losses, dict):
+            if n == 1 and len(self.losses) == 1 and struct[0] != "dict":
+                losses = list(self.losses.values())
+            else:
+                unknown = [k for k in self.losses if k not in ids]
+                if unknown:
+                    raise ValueError(
+                        f"`loss` keys {unknown} are not among the model's outputs; expected keys from {ids}."
+                    )
+                losses = [self.losses.get(k) for k in ids]
+        else:
+            losses = [self.losses] * n
+        w = self.loss_weights
+        if w is None or isinstance(w, (int, float)):
+            weights = [1.0 if w is None else float(w)] * n
+        elif isinstance(w, list):
+            if len(w) != n:
+                raise ValueError(f"`loss_weights` has {len(w)} entries but the model has {n} output(s) "
+                                 f"{ids}; expected {n} weights.")
+            weights = [float(x) for x in w]
+        else:
+            unknown = [k for k in w if k not in ids]
+            if unknown and not (n == 1 and len(w) == 1):
+                raise ValueError(f"`loss_weights` keys {unknown} are not among the model's outputs; "
+                                 f"expected keys from {ids}.")
+            weights = [float(next(iter(w.values())))] if unknown else [float(w.get(k, 1.0)) for k in ids]
+        return [(keys[i], i, names_[i], losses[i], weights[i]) for i in range(n) if losses[i] is not None]
+
+    @staticmethod
+    def _pick(struct, key, pos, name, what):
+        if isinstance(struct, dict):
+            if key in struct:
+                return struct[key]
+            if name in struct:
+                return struct[name]
+            if what == "sample_weight":
+                return None
+            raise ValueError(f"`{what}` has no entry for output {name!r}; received keys {list(struct)}, "
+                             f"expected one for each output that has a loss.")
+        if len(struct) <= pos:
+            raise ValueError(f"`{what}` has {len(struct)} entries; expected one per model output.")
+        return struct[pos]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        plan = self._plan(y_pred)
+        if plan[0][0] is None:  # a single tensor output
+            _, _, _, loss, weight = plan[0]
+            if isinstance(y_true, (list, tuple)) and len(y_true) == 1:
+                y_true = y_true[0]
+            if isinstance(sample_weight, (list, tuple)) and len(sample_weight) == 1:
+                sample_weight = sample_weight[0]
+            total = loss(y_true, y_pred, sample_weight)
+            return (total if weight == 1.0 else total * weight), {}
+        # Keras also takes targets for only the outputs that have a loss: one tensor, or a shorter list.
+        only_lossy = (not isinstance(y_true, (list, tuple, dict)) and len(plan) == 1) or (
+            isinstance(y_true, (list, tuple)) and len(y_true) == len(plan) < len(y_pred))
+        if not only_lossy and not isinstance(y_true, (list, tuple, dict)):
+            raise ValueError(f"`y` must be structured like the model's {len(y_pred)} outputs (a list "
+                             f"or dict of targets); received a single {type(y_true).__name__}.")
+        per_output_sw = isinstance(sample_weight, (list, tuple, dict))
+        total, parts = None, {}
+        for j, (key, pos, name, loss, weight) in enumerate(plan):
+            sw = self._pick(sample_weight, key, pos, name, "sample_weight") if per_output_sw else sample_weight
+            if only_lossy:
+                target = y_true[j] if isinstance(y_true, (list, tuple)) else y_true
+            else:
+                target = self._pick(y_true, key, pos, name, "y")
+            value = loss(target, y_pred[key], sw)
+            parts[name] = value
+            weighted = value if weight == 1.0 else value * weight
+            total = weighted if total is None else total + weighted
+        return total, (parts if len(plan) > 1 else {})
