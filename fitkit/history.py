@@ -189,6 +189,8 @@ class History(Callback):
         self.epoch = []
         self.stop_reason = None
         self.interrupted = False
+        self.stop_monitor = None
+        self.restored_epoch = None
         if self.model is not None:
             self.model.history = self
 
