@@ -199,7 +199,8 @@ def train_epoch(model, train, cbs, interrupt=None):
     end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
     per_step = model.scheduler is not None and model.scheduler_interval == "step"
     logs = None
-    for step, batch in enumerate(train.epoch(skip=model.training_state.skip_batches)):
+    skip = model.training_state.skip_batches
+    for step, batch in enumerate(train.epoch(skip=skip), start=skip):
         if begin:
             begin(step)
         logs = model.train_step(batch)
@@ -207,7 +208,8 @@ def train_epoch(model, train, cbs, interrupt=None):
             model.scheduler.step()
         if end:
             end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
-        if interrupt is not None and interrupt.requested:
+        # As Keras: a batch hook (TerminateOnNaN) may stop the epoch; validation and on_epoch_end still run.
+        if model.stop_training or (interrupt is not None and interrupt.requested):
             break
     model.training_state.skip_batches = 0
     epoch_logs = materialize(logs)

@@ -372,3 +372,20 @@ def test_second_ctrl_c_raises_keyboard_interrupt():
 def test_predict_rejects_no_data():
     with pytest.raises(ValueError, match="x: got None"):
         _model().predict(None)
+
+
+def test_stop_training_in_a_batch_hook_ends_the_epoch_after_that_batch_as_keras():
+    seen = []
+
+    class StopAtBatch(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+            if batch == 1:
+                self.model.stop_training = True
+
+    rec = Recorder()
+    history = _model().fit(*_data(), batch_size=10, epochs=3, validation_split=0.2, verbose=0,
+                           callbacks=[StopAtBatch(), rec])
+    assert seen == [0, 1] and history.epoch == [0]
+    assert "val_loss" in history.history  # the epoch still validates and ends normally
+    assert ("epoch_end", 0) in rec.calls

@@ -83,6 +83,9 @@ _ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_
 
 def _overrides(callback, hook):
     """Whether ``callback`` does something in ``hook`` (a method that is not the base's no-op)."""
+    if hook in getattr(callback, "__dict__", ()):
+        # A function set on the instance (LambdaCallback, or `cb.on_epoch_end = fn`) is a hook.
+        return callable(callback.__dict__[hook])
     method = getattr(type(callback), hook, None)
     if method is None:
         # Duck-typed callbacks (not Callback subclasses) may set hooks as instance attributes.

@@ -1,0 +1,22 @@
+"""Keras 3 callbacks for fitkit: pass them to ``fit(callbacks=[...])``.
+
+>>> from fitkit.callbacks import EarlyStopping, ModelCheckpoint
+"""
+
+from .base import Callback, CallbackList
+from .csv_logger import CSVLogger
+from .early_stopping import EarlyStopping
+from .ema import EMA, SwapEMAWeights
+from .lambda_callback import LambdaCallback
+from .learning_rate_scheduler import LearningRateScheduler
+from .model_checkpoint import ModelCheckpoint
+from .progbar_logger import ProgbarLogger
+from .reduce_lr_on_plateau import ReduceLROnPlateau
+from .tensorboard import TensorBoard
+from .terminate_on_nan import TerminateOnNaN
+
+__all__ = [
+    "Callback", "CallbackList", "CSVLogger", "EarlyStopping", "EMA", "SwapEMAWeights",
+    "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger", "ReduceLROnPlateau",
+    "TensorBoard", "TerminateOnNaN",
+]

@@ -1,0 +1,141 @@
+"""ModelCheckpoint: save the model or its weights every epoch or every N batches, or only the best."""
+
+import os
+import warnings
+
+from .base import Callback
+from .monitor import checked_mode, is_improvement
+
+
+class ModelCheckpoint(Callback):
+    """Saves the model (``model.save``) or its weights (``model.save_weights``) during training.
+
+    ``filepath`` is a format string filled with ``epoch`` (1-based), every key of the logs
+    (``"{epoch:02d}-{val_loss:.2f}.pt"``) and, for saves every N batches, ``batch`` (1-based within
+    the epoch). Missing parent folders are created. ``save_freq="epoch"`` saves after each epoch; an
+    int saves after that many training batches, counted across epoch boundaries. With
+    ``save_best_only`` a save happens only when ``monitor`` improves on the best so far, which starts
+    at ``initial_value_threshold`` (if given).
+
+    >>> ckpt = ModelCheckpoint("ckpt/best.pt", monitor="val_loss", save_best_only=True,
+    ...                        save_weights_only=True)
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
+        super().__init__()
+        try:
+            self.filepath = os.fspath(filepath)
+        except TypeError:
+            raise TypeError(f"filepath must be a str or os.PathLike; got {filepath!r}.") from None
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+                                     or save_freq < 1):
+            raise ValueError(
+                f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive int "
+                "(a number of training batches)."
+            )
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
+        self.mode = mode
+        # Only save_best_only compares values, so only then must the direction be known.
+        self._direction = checked_mode("ModelCheckpoint", monitor, mode) if save_best_only else None
+        self.save_freq = save_freq
+        self.initial_value_threshold = initial_value_threshold
+        # Like Keras, best is not reset between fits: a second fit saves only what beats the first.
+        self.best = initial_value_threshold
+        self._batches_seen_since_last_saving = 0
+        self._last_batch_seen = None
+        self._current_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._should_save_on_batch(batch):
+            self._save(self._current_epoch, batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs)
+
+    def _should_save_on_batch(self, batch):
+        if self.save_freq == "epoch":
+            return False
+        # Batch indices restart each epoch; the count carries over so saves stay every N batches.
+        if self._last_batch_seen is None or batch <= self._last_batch_seen:
+            self._batches_seen_since_last_saving += batch + 1
+        else:
+            self._batches_seen_since_last_saving += batch - self._last_batch_seen
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            return True
+        return False
+
+    def _file_path(self, epoch, batch, logs):
+        try:
+            if batch is None or "batch" in logs:
+                return self.filepath.format(**logs, epoch=epoch + 1)
+            return self.filepath.format(**logs, epoch=epoch + 1, batch=batch + 1)
+        except KeyError as e:
+            raise KeyError(
+                f'Failed to format the ModelCheckpoint filepath "{self.filepath}": {e} is not '
+                f"logged. Logged keys: {', '.join(logs) or '(none)'}."
+            ) from None
+
+    def _should_save(self, epoch, logs, filepath):
+        if not self.save_best_only:
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: saving model to {filepath}")
+            return True
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"Can save best model only with {self.monitor} available.", stacklevel=3)
+            return True
+        best_str = "None" if self.best is None else f"{self.best:.5f}"
+        if is_improvement(current, self.best, self._direction, 0):
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best_str} to "
+                      f"{current:.5f}, saving model to {filepath}")
+            self.best = current
+            return True
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best_str}")
+        return False
+
+    def _save(self, epoch, batch, logs):
+        # Batch logs are lazy; reading them (a device sync) happens only here, when a save is due.
+        logs = dict(logs or {})
+        filepath = self._file_path(epoch, batch, logs)
+        if not self._should_save(epoch, logs, filepath):
+            return
+        if os.path.isdir(filepath):
+            raise IsADirectoryError(
+                f"ModelCheckpoint filepath is an existing directory: {filepath}. Give a file path."
+            )
+        dirname = os.path.dirname(filepath)
+        if dirname:
+            os.makedirs(dirname, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(filepath)
+        else:
+            self.model.save(filepath)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: finished saving model to {filepath}")
+
+    def state_dict(self):
+        return {
+            "best": self.best,
+            "batches_seen_since_last_saving": self._batches_seen_since_last_saving,
+            "last_batch_seen": self._last_batch_seen,
+            "current_epoch": self._current_epoch,
+        }
+
+    def load_state_dict(self, state):
+        self.best = state["best"]
+        self._batches_seen_since_last_saving = state["batches_seen_since_last_saving"]
+        self._last_batch_seen = state["last_batch_seen"]
+        self._current_epoch = state["current_epoch"]
