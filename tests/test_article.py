@@ -175,3 +175,31 @@ def test_shuffled_fit_matches_a_hand_loop_using_the_same_generator():
         perm = torch.randperm(len(x), generator=g)
         _hand_epoch(twin, optimizer, nn.BCELoss(), x[perm], y[perm], 32)
     _assert_same_weights(model, twin)
+
+
+def test_every_step_matches_the_hand_loop_including_the_last_partial_batch():
+    x, y = _data()
+    model, twin = _pair(seed=6)
+    fit_steps = []
+
+    class EveryStep(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            fit_steps.append([p.detach().clone() for p in self.model.parameters()])
+
+    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=0.01), loss=nn.BCELoss())
+    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[EveryStep()])
+
+    optimizer = torch.optim.Adam(twin.parameters(), lr=0.01)
+    hand_steps, sizes = [], []
+    for _ in range(2):
+        for i in range(0, len(x), 32):
+            optimizer.zero_grad()
+            loss = nn.BCELoss()(twin(x[i:i + 32]).squeeze(), y[i:i + 32].float())
+            loss.backward()
+            optimizer.step()
+            hand_steps.append([p.detach().clone() for p in twin.parameters()])
+            sizes.append(len(x[i:i + 32]))
+    assert len(fit_steps) == len(hand_steps) == 64 and sizes[31] == 8
+    for step, (a, b) in enumerate(zip(fit_steps, hand_steps)):
+        for p, q in zip(a, b):
+            assert torch.allclose(p, q, atol=1e-6, rtol=0), f"step {step}"
