@@ -8,12 +8,33 @@
 ...                     callbacks=[fitkit.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
 """
 
-from . import callbacks, losses, metrics, optimizers
+from . import callbacks, checkpoint, losses, metrics, optimizers
 from .history import History
 from .model import Model, Sequential, wrap
 from .seed import set_seed
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Sequential", "History", "wrap", "set_seed", "callbacks", "losses", "metrics",
-           "optimizers", "__version__"]
+__all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "callbacks", "checkpoint", "losses",
+           "metrics", "optimizers", "__version__"]
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trusted=False):
+    """The model :meth:`Model.save` wrote: compiled (optimizer and scheduler state included) and ready to
+    continue training where it was saved, with its data-order generator, epoch counter and History.
+
+    The file is read with ``torch.load(weights_only=True)``. A model saved by import path is rebuilt by
+    calling its class (which must be imported, or given in ``custom_objects``); a pickled module, loss or
+    scheduler is unpickled with torch's weights-only unpickler when it names only torch.nn layers, LR
+    schedulers, fitkit classes and ``custom_objects``; anything else needs ``trusted=True`` (a full
+    unpickle, which can run code from the file: only for files you trust). ``safe_mode=False`` is
+    Keras's spelling of ``trusted=True``. ``compile=False`` returns the model uncompiled.
+
+    >>> model = fitkit.load_model("model.pt")
+    >>> model.fit(x, y, epochs=5, initial_epoch=model.training_state.epoch)
+    """
+    from . import model as _model
+
+    return checkpoint.load_model(filepath, base=Model, history_class=History, allow=_model._allowlist(),
+                                 custom_objects=custom_objects, compile=compile,
+                                 trusted=bool(trusted) or safe_mode is False)

@@ -8,6 +8,7 @@ from the model's own ``torch.Generator`` and gathers batches with ``index_select
 A batch is always the tuple ``(x, y, sample_weight)``; ``y`` and ``sample_weight`` may be ``None``.
 """
 
+import collections.abc
 import math
 import warnings
 
@@ -184,8 +185,15 @@ def apply_class_weight(y, sample_weight, table):
 
 # ----------------------------------------------------------------------------------------- sources
 
+#: Training data up to this size is gathered into one shuffled copy per pass and its batches are
+#: slices (views: the cheapest a step can get); larger data is gathered batch by batch with
+#: ``index_select``, so shuffling never holds a second copy of it.
+GATHER_PASS_BYTES = 64 * 2**20
+
+
 class ArraySource:
-    """Batches of in-memory tensors: one permutation per pass, ``index_select`` per batch.
+    """Batches of in-memory tensors: one permutation per pass, then slices of the pass's gathered copy
+    (data up to ``GATHER_PASS_BYTES``) or ``index_select`` per batch (larger data).
 
     ``steps`` (steps_per_epoch) may be fewer or more batches than one pass: the stream then goes on
     where the last epoch stopped, drawing a new permutation when a pass ends, as Keras does.
@@ -205,9 +213,13 @@ class ArraySource:
         self._rebuild = _rebuilder((x, y, sample_weight))
         self._per_batch_transfer = False
         self._place()
+        nbytes = sum(t.numel() * t.element_size() for t in self._leaves)
+        self._gather_pass = not self._per_batch_transfer and nbytes <= GATHER_PASS_BYTES
         self._perm = None
+        self._pass = None  # the pass's leaves in batch order (sliced per batch), or None: index_select _perm
         self._cursor = self.n  # a new pass starts on the first batch
         self.pass_rng_state = None
+        self.targets_checked = False  # set by the first training step (Model.compute_loss)
 
     def _place(self):
         """Move the data to the device once, or keep it on the host (pinned) when it would not fit."""
@@ -237,13 +249,31 @@ class ArraySource:
 
     def _start_pass(self):
         self._cursor = 0
-        if self.shuffle:
-            # Saved so an exact resume can redraw the same permutation (checkpoint.py, BackupAndRestore).
-            self.pass_rng_state = self.generator.get_state() if self.generator is not None else None
-            perm = torch.randperm(self.n, generator=self.generator)
-            self._perm = perm.to(self._leaves[0].device) if self._leaves[0].device.type != "cpu" else perm
+        self._perm, self._pass = None, None  # drop the last pass's copy before gathering the next
+        if not self.shuffle:
+            self._pass = self._leaves
+            return
+        # Saved so an exact resume can redraw the same permutation (checkpoint.py, BackupAndRestore).
+        self.pass_rng_state = self.generator.get_state() if self.generator is not None else None
+        perm = torch.randperm(self.n, generator=self.generator)
+        perm = perm.to(self._leaves[0].device) if self._leaves[0].device.type != "cpu" else perm
+        if self._gather_pass:
+            self._pass = [t.index_select(0, perm) for t in self._leaves]
         else:
-            self._perm = None
+            self._perm = perm
+
+    def map_targets(self, fn):
+        """Replace the targets (``y``, when it is one tensor) by ``fn(y)``, in the data and in the running
+        pass's copy, so the batches still to come carry them; ``fn`` returns None to leave them."""
+        if not isinstance(self.y, torch.Tensor):
+            return
+        k = len(flatten(self.x))  # the leaves are x's, then y, then sample_weight
+        new = fn(self._leaves[k])
+        if new is None:
+            return
+        if self._pass is not None and self._pass is not self._leaves:
+            self._pass[k] = fn(self._pass[k])
+        self._leaves[k] = new
 
     def state_dict(self):
         return {"cursor": self._cursor, "pass_rng_state": self.pass_rng_state}
@@ -263,19 +293,17 @@ class ArraySource:
             self._cursor = self.n  # without steps_per_epoch an epoch is exactly one pass
         steps = self.num_steps - skip
         bs, n = self.batch_size, self.n
-        leaves, rebuild = self._leaves, self._rebuild
-        transfer = self._per_batch_transfer
+        rebuild, transfer = self._rebuild, self._per_batch_transfer
         for _ in range(steps):
             if self._cursor >= n:
                 self._start_pass()
             start = self._cursor
-            stop = min(start + bs, n)
-            self._cursor = stop
-            if self._perm is None:
-                batch = [t[start:stop] for t in leaves]
+            stop = self._cursor = min(start + bs, n)
+            if self._pass is not None:
+                batch = [t[start:stop] for t in self._pass]
             else:
                 idx = self._perm[start:stop]
-                batch = [t.index_select(0, idx) for t in leaves]
+                batch = [t.index_select(0, idx) for t in self._leaves]
             if transfer:
                 batch = [t.to(self.device, non_blocking=True) for t in batch]
             yield rebuild(batch)[0]
@@ -308,7 +336,10 @@ class IterableSource:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
         self.class_weight = class_weight
-        self.one_shot = iter(iterable) is iterable if hasattr(iterable, "__iter__") else True
+        # An iterator (a generator) is one-shot; a re-iterable (a DataLoader) is asked nothing here: a
+        # probe iter() would draw from the loader's generator (changing the user's shuffle order) and
+        # start its worker processes.
+        self.one_shot = isinstance(iterable, collections.abc.Iterator) or not hasattr(iterable, "__iter__")
         self.keep_iterator = steps is not None if keep_iterator is None else keep_iterator
         self._iterator = None
         self.exhausted = False

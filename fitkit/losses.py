@@ -136,6 +136,7 @@ class Loss:
 
     kind = None
     from_logits = None
+    _upcast = True  # __call__ computes in float32 under mixed precision
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
         if reduction not in _REDUCTIONS:
@@ -156,6 +157,32 @@ class Loss:
     def _prepare(self, y_true, y_pred):
         # Keras's base Loss only casts y_true to the compute dtype.
         return as_float(y_true, y_pred), y_pred
+
+    def prepare_targets(self, y_true, y_pred):
+        """All of ``y_true`` reconciled as every call reconciles a batch of it against ``y_pred``.
+
+        For a caller holding the whole target array (fit on in-memory data): it pays the cast and
+        reshape once (``(N,)`` integer labels -> float ``(N, 1)`` for a binary loss) and each call
+        then finds its targets ready. ``y_pred`` is one batch of predictions. Returns None when there
+        is nothing to gain, or when this loss reconciles targets in a way that cannot be done ahead
+        (a ``_prepare`` or ``_losses`` of its own, outside this module).
+
+        >>> BinaryCrossentropy().prepare_targets(torch.tensor([0, 1, 1]), torch.rand(2, 1)).shape
+        torch.Size([3, 1])
+        """
+        cls = type(self)
+        if cls._losses is not Loss._losses or cls._prepare.__module__ != __name__:
+            return None
+        if not isinstance(y_true, torch.Tensor) or not isinstance(y_pred, torch.Tensor) or y_pred.dim() == 0 \
+                or y_true.dim() == 0:
+            return None
+        y_true, y_pred = _tensors(y_true, y_pred, upcast=self._upcast)
+        # A prediction shaped like all the targets (values unused): _prepare decides on shapes and dtypes.
+        like = y_pred[:1].expand(y_true.shape[0], *y_pred.shape[1:])
+        prepared = self._prepare(y_true, like)[0]
+        if prepared is y_true or self._prepare(prepared, like)[0] is not prepared:
+            return None  # nothing to do, or a second pass would change them again: leave it per batch
+        return prepared
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(f"{type(self).__name__} must implement call(y_true, y_pred).")
@@ -569,6 +596,8 @@ class TorchLoss(Loss):
     tensor(0.6931)
     """
 
+    _upcast = False  # the torch loss gets the prediction as the model made it
+
     def __init__(self, fn, name=None):
         is_module = isinstance(fn, torch.nn.Module)
         base = fn if is_module else getattr(fn, "func", fn)
@@ -860,6 +889,16 @@ class LossContainer:
         if len(struct) <= pos:
             raise ValueError(f"`{what}` has {len(struct)} entries; expected one per model output.")
         return struct[pos]
+
+    def prepare_targets(self, y_true, y_pred):
+        """All of ``y_true`` reconciled ahead for the single loss of a single output (see
+        :meth:`Loss.prepare_targets`); None otherwise, or when there is nothing to gain."""
+        if not isinstance(y_pred, torch.Tensor) or not isinstance(y_true, torch.Tensor):
+            return None
+        plan = self._plan(y_pred)
+        if len(plan) != 1 or plan[0][3] is not self.single:
+            return None
+        return self.single.prepare_targets(y_true, y_pred)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         plan = self._plan(y_pred)

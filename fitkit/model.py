@@ -6,12 +6,13 @@ loops themselves live in :mod:`fitkit.trainer`.
 """
 
 import numbers
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import data, losses, metrics, optimizers, seed, trainer
+from . import checkpoint, data, losses, metrics, optimizers, seed, trainer
 from .logs import LazyLogs, materialize
 
 
@@ -70,10 +71,29 @@ class LossTracker:
             return torch.tensor(0.0)
         return self._sum / self._count
 
+    def state_dict(self):
+        """The running state as it is (nothing folded), so a mid-epoch resume sums exactly as before."""
+        return {"values": list(self._values), "sizes": list(self._sizes), "sum": self._sum, "count": self._count}
+
+    def load_state_dict(self, state):
+        self._values, self._sizes = list(state["values"]), list(state["sizes"])
+        self._sum, self._count = state["sum"], state["count"]
+
 
 def _batch_size(y_pred, x):
     leaf = y_pred if isinstance(y_pred, torch.Tensor) else (data.flatten(y_pred) or data.flatten(x))[0]
     return leaf.shape[0] if leaf.dim() else 1
+
+
+def _named_only(spec):
+    """Whether a metrics spec holds only names ("accuracy", "mae"), in lists or dicts, or nothing."""
+    if spec is None or isinstance(spec, str):
+        return True
+    if isinstance(spec, dict):
+        return all(_named_only(v) for v in spec.values())
+    if isinstance(spec, (list, tuple)):
+        return all(_named_only(v) for v in spec)
+    return False
 
 
 def _output_names(y_pred):
@@ -135,6 +155,23 @@ class Model(nn.Module):
     >>> model = Net()
     >>> model.compile(optimizer="adam", loss="mse")
     """
+
+    def __new__(cls, *args, **kwargs):
+        # Keras 3 does the same: remember the constructor's arguments, so save() can rebuild the model by
+        # import path and arguments (architecture="import"). Unpickling calls __new__ without arguments,
+        # and the pickled __dict__ then puts the original ones back.
+        self = super().__new__(cls)
+        object.__setattr__(self, "_fitkit_init_args", (args, kwargs))
+        return self
+
+    def __getstate__(self):
+        # Arguments that are not plain data (a module, an array) are not needed to rebuild a pickled or
+        # copied model, and may not pickle at all: leave them out.
+        state = self.__dict__.copy()
+        args = state.get("_fitkit_init_args")
+        if args is not None and not checkpoint.is_plain([list(args[0]), args[1]]):
+            state["_fitkit_init_args"] = None
+        return state
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -287,6 +324,9 @@ class Model(nn.Module):
         if y is None:
             raise ValueError("y: the data has no targets; fit and evaluate need (x, y) to compute the loss")
         total, parts = c.loss(y, y_pred, sample_weight)
+        source = self.training_state.train_source
+        if training and source is not None and not getattr(source, "targets_checked", True):
+            self._prepare_targets(source, y_pred)
         n = _batch_size(y_pred, x)
         c.tracker.update(total, n)
         for name, value in parts.items():
@@ -295,6 +335,20 @@ class Model(nn.Module):
                 tracker = c.part_trackers[name] = LossTracker()
             tracker.update(value, n)
         return total
+
+    def _prepare_targets(self, source, y_pred):
+        """First step of a fit on in-memory data: reconcile all the targets with the loss, once.
+
+        Integer labels of shape ``(N,)`` become the float ``(N, 1)`` that a binary loss wants, say, so
+        no later step pays that cast and reshape (the values are those each step would make). Only with
+        fitkit's own ``train_step`` and metrics given by name, which read targets of either form alike:
+        a custom step or metric sees the targets exactly as the user gave them.
+        """
+        source.targets_checked = True
+        c = self._compiled
+        if type(self).train_step is not Model.train_step or not _named_only(c.metric_specs):
+            return
+        source.map_targets(lambda y: c.loss.prepare_targets(y, y_pred))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Update the compiled metrics with a batch; returns the running logs (read lazily)."""
@@ -471,6 +525,63 @@ class Model(nn.Module):
             for current, new in zip(state.values(), weights):
                 current.copy_(torch.as_tensor(np.asarray(new), dtype=current.dtype))
 
+    # ------------------------------------------------------------------ saving and loading
+    def save(self, filepath, overwrite=True, architecture="auto"):
+        """Save what it takes to go on training: architecture, weights, optimizer, scheduler, compile
+        settings, the data-order generator, the epoch counter and the History. The write is atomic.
+
+        architecture: ``"import"`` stores the class's import path and its constructor arguments (recorded
+        when the model was created; they must be plain data: numbers, strings, lists, dicts, tensors),
+        or what a ``get_config()`` method returns; ``"pickle"`` pickles the module object itself, without
+        its weights (Sequential and wrap() models: their layers are objects); ``"auto"`` (default)
+        imports when it can and pickles otherwise. A pickle of torch.nn layers and fitkit classes loads
+        safely; one naming other classes needs ``custom_objects`` or ``trusted=True`` in load_model.
+
+        >>> model.save("model.pt")
+        >>> model = fitkit.load_model("model.pt")   # compiled, ready to continue training
+        """
+        checkpoint.save_model(self, filepath, overwrite=overwrite, architecture=architecture, allow=_allowlist())
+
+    def _weights_owner(self):
+        # A wrap()ped module's weights are saved under its own names, so plain torch code can load them.
+        return self.module if isinstance(self, Wrapped) else self
+
+    def save_weights(self, filepath, overwrite=True):
+        """Save the weights as a plain ``state_dict`` file (CPU tensors), atomically.
+
+        Plain torch reads it: ``module.load_state_dict(torch.load(filepath))``; a ``wrap()``ped model
+        saves its module's own state_dict (no ``module.`` prefix).
+
+        >>> model.save_weights("weights.pt")
+        """
+        path = checkpoint.check_overwrite(filepath, overwrite)
+        state = {k: v.detach().cpu() for k, v in self._weights_owner().state_dict().items()}
+        checkpoint.save(state, path)
+
+    def load_weights(self, filepath, skip_mismatch=False):
+        """Load weights from a ``save_weights`` / ``torch.save(state_dict)`` file, or from a ``save`` file.
+
+        Names and shapes are checked before anything changes; a mismatch is an error naming every
+        entry, unless ``skip_mismatch=True`` (load those that fit, warn about the rest). The file is
+        read with ``torch.load(weights_only=True)``.
+
+        >>> model.load_weights("weights.pt")
+        """
+        hint = (" load_weights reads state_dict files (torch.save(model.state_dict(), path)); for a pickled "
+                "module use torch.load(path, weights_only=False), only on a file you trust.")
+        content = checkpoint.read(filepath, hint=hint)
+        path = os.fspath(filepath)
+        target = self
+        if isinstance(content, dict) and content.get("format") in (checkpoint.MODEL_FORMAT, checkpoint.BACKUP_FORMAT):
+            weights = content["weights"]
+        else:
+            weights = content
+            owner = self._weights_owner()
+            if owner is not self and isinstance(weights, dict) and set(weights) == set(owner.state_dict()):
+                target = owner
+        weights = checkpoint.check_weights(target, weights, path, skip_mismatch)
+        target.load_state_dict(weights, strict=not skip_mismatch)
+
     def _remember_example(self, source):
         """Keep one input sample so summary() can show output shapes after a fit/evaluate/predict."""
         if isinstance(source, data.ArraySource):
@@ -555,6 +666,15 @@ class Wrapped(Model):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+
+def _allowlist():
+    """fitkit's classes and functions that a model file's pickles may name (see checkpoint.unpack)."""
+    found = [Model, Sequential, Wrapped, TrainingState]
+    for module in (losses, metrics):
+        found += [obj for obj in vars(module).values()
+                  if callable(obj) and getattr(obj, "__module__", None) == module.__name__]
+    return found
 
 
 def wrap(module):

@@ -148,6 +148,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     state.train_source = train
     started = time.perf_counter()
     with GracefulInterrupt() as interrupt:
+        for cb in list(cbs):  # BackupAndRestore loads its backup before any callback starts
+            if hasattr(cb, "restore_training"):
+                cb.restore_training(cbs)
         cbs.on_train_begin()
         # A callback restoring a backup (BackupAndRestore) may move the start, even into an epoch.
         if state.resume_epoch is not None:
@@ -159,7 +162,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 logs = train_epoch(model, train, cbs, interrupt)
                 if interrupt.requested:
                     break
-                if val_source is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
+                if val_source is not None and (epoch + 1) % validation_freq == 0:
                     val_logs = test_loop(model, val_source, cbs)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 step_scheduler(model, logs, per="epoch")

@@ -88,15 +88,20 @@ def test_auto_needs_validation_data_for_iterables():
 
 def test_time_budget_stops_before_an_epoch_that_would_overrun():
     x, y = _cancer()
+    ends = []
 
     class Slow(Callback):
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(0.2)
+            ends.append(time.perf_counter())
 
     started = time.perf_counter()
     history = _model().fit(x, y, epochs=100, time_budget=1.0, verbose=0, callbacks=[Slow()])
     elapsed = time.perf_counter() - started
     assert history.stop_reason == "time_budget"
-    assert 2 <= len(history.epoch) <= 5 and elapsed < 1.5
+    assert 1 <= len(history.epoch) <= 5
+    longest = max(b - a for a, b in zip([started] + ends, ends))
+    # it stops when the mean epoch would overrun, so it can only pass the budget by an epoch slower than the mean
+    assert elapsed < 1.0 + longest
     with pytest.raises(ValueError, match="time_budget: got -1"):
         _model().fit(x, y, epochs=1, time_budget=-1, verbose=0)

@@ -3,6 +3,7 @@
 >>> from fitkit.callbacks import EarlyStopping, ModelCheckpoint
 """
 
+from .backup_and_restore import BackupAndRestore
 from .base import Callback, CallbackList
 from .csv_logger import CSVLogger
 from .early_stopping import EarlyStopping
@@ -16,7 +17,7 @@ from .tensorboard import TensorBoard
 from .terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "Callback", "CallbackList", "CSVLogger", "EarlyStopping", "EMA", "SwapEMAWeights",
+    "BackupAndRestore", "Callback", "CallbackList", "CSVLogger", "EarlyStopping", "EMA", "SwapEMAWeights",
     "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger", "ReduceLROnPlateau",
     "TensorBoard", "TerminateOnNaN",
 ]

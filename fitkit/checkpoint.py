@@ -1,0 +1,687 @@
+"""Checkpoint files: atomic writes, weights-only loading, RNG states, and the model file format.
+
+Writing: every file goes through :func:`atomic_write`: a temporary file in the target's folder is
+written, flushed and fsynced, then renamed over the target (``os.replace``) and the folder fsynced,
+so a crash at any moment leaves the old file or the new one, each whole. A write that fails with an
+exception removes its temporary file; one killed outright leaves a ``.<name>.*.tmp`` beside the
+target (never the target itself), which :func:`remove_stale_temporaries` clears.
+
+Reading: :func:`read` is ``torch.load(weights_only=True)``: tensors and plain data, never code. What
+cannot be plain data (a pickled module, a loss object, an LR scheduler) travels inside the file as a
+pickled byte string; :func:`unpack` reads it with torch's weights-only unpickler and an allowlist of
+torch's own classes (``torch.nn`` modules and functions, LR schedulers) plus the caller's, and runs a
+full unpickle, which can execute code from the file, only when told ``trusted=True``.
+
+This module imports nothing of fitkit; :meth:`fitkit.Model.save` and :func:`fitkit.load_model` pass in
+what it needs.
+
+>>> with atomic_write("weights.pt") as f:          # doctest: +SKIP
+...     torch.save(model.state_dict(), f)
+"""
+
+import contextlib
+import copy
+import functools
+import importlib
+import io
+import os
+import pickle
+import random
+import sys
+import tempfile
+import types
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+MODEL_FORMAT = "fitkit.model"
+BACKUP_FORMAT = "fitkit.backup"
+FORMAT_VERSION = 1
+ARCHITECTURES = ("auto", "import", "pickle")
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """The file holds pickled objects outside the allowlist; loading them could run code from the file."""
+
+
+class CorruptCheckpointError(ValueError):
+    """The file is not a whole torch checkpoint (truncated, overwritten, or not a checkpoint at all)."""
+
+
+# ----------------------------------------------------------------------------------------- atomic writes
+
+def _read_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _fsync_folder(folder):
+    # The rename is durable only once the folder entry is on disk; not every OS lets us open a folder.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary_prefix(path):
+    return f".{os.path.basename(path)}."
+
+
+@contextlib.contextmanager
+def atomic_write(filepath):
+    """A binary file to write that replaces ``filepath`` only once it is complete and on disk.
+
+    On any exception (Ctrl-C included) the temporary file is removed and ``filepath`` is untouched.
+
+    >>> with atomic_write("model.pt") as f:       # doctest: +SKIP
+    ...     torch.save(obj, f)
+    """
+    path = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def remove_stale_temporaries(filepath):
+    """Delete temporary files that writes of ``filepath`` killed mid-way (SIGKILL, power loss) left."""
+    path = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = _temporary_prefix(path)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+
+
+def save(obj, filepath):
+    """``torch.save(obj, filepath)``, atomically (see :func:`atomic_write`)."""
+    with atomic_write(filepath) as f:
+        torch.save(obj, f)
+
+
+def check_overwrite(filepath, overwrite, what="filepath"):
+    """The path as a string; a FileExistsError when it exists and ``overwrite`` is False."""
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"{what}: got {filepath!r}; expected a str or os.PathLike file path") from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what}: {path!r} is a directory; expected a file path such as 'model.pt'")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{what}: {path!r} exists and overwrite=False; pass overwrite=True to replace it")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def _globals_in(path):
+    """The classes/functions a torch file's pickle names that weights-only loading refuses."""
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if finder is None:
+        return []
+    try:
+        return sorted(finder(path))
+    except Exception:  # a file torch cannot even scan: the caller reports the load error itself
+        return []
+
+
+def read(filepath, what="filepath", hint=""):
+    """``torch.load(filepath, map_location="cpu", weights_only=True)`` with errors that say what is wrong.
+
+    A file that holds pickled objects (not only tensors and plain data) raises
+    :class:`UntrustedCheckpointError` naming them; a truncated or foreign file raises
+    :class:`CorruptCheckpointError`. ``hint`` is appended to the first message.
+    """
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"{what}: got {filepath!r}; expected a str or os.PathLike file path") from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no file at {path!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+            names = _globals_in(path)
+            listed = f" ({', '.join(names)})" if names else ""
+            raise UntrustedCheckpointError(
+                f"{what}: {path!r} holds pickled Python objects{listed}, not only tensors and plain data, "
+                f"and loading them could run code from the file.{hint}") from None
+        raise CorruptCheckpointError(f"{what}: {path!r} is not a whole torch checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError) as exc:
+        raise CorruptCheckpointError(f"{what}: {path!r} is not a whole torch checkpoint "
+                                     f"({type(exc).__name__}: {exc})") from None
+
+
+# ----------------------------------------------------------------------------------------- RNG states
+
+def get_rng_state():
+    """Python's, NumPy's, torch's CPU and (once initialised) every CUDA device's RNG state.
+
+    Tensors and plain data only, so a file holding it loads with ``weights_only=True``.
+
+    >>> state = get_rng_state(); x = torch.rand(1); set_rng_state(state); assert torch.equal(x, torch.rand(1))
+    """
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    # An uninitialised CUDA has drawn nothing yet; reading it would start CUDA for nothing.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Put back what :func:`get_rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            warnings.warn(f"The saved RNG state covers {len(cuda)} CUDA devices but {torch.cuda.device_count()} "
+                          "are visible; their RNG states were not restored.", stacklevel=2)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block (building a model, say) without moving any global RNG the caller sees."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+# ----------------------------------------------------------------------------------------- training state
+
+def training_state(model):
+    """What decides a compiled model's next training step, as tensors and plain data.
+
+    Weights, optimizer and scheduler state, the model's data-order generator, its epoch counter and
+    every global RNG state (:func:`get_rng_state`). ``torch.save`` writes it and
+    ``torch.load(weights_only=True)`` reads it back; :func:`load_training_state` puts it back.
+
+    >>> save(training_state(model), "state.pt")                            # doctest: +SKIP
+    >>> load_training_state(model, read("state.pt"))                       # doctest: +SKIP
+    """
+    state = model.training_state
+    return {
+        "weights": {k: v.detach() for k, v in model.state_dict().items()},
+        "optimizer": model.optimizer.state_dict() if model.optimizer is not None else None,
+        "scheduler": model.scheduler.state_dict() if model.scheduler is not None else None,
+        "generator": state.generator.get_state(),
+        "epoch": int(state.epoch),
+        "rng": get_rng_state(),
+    }
+
+
+def load_training_state(model, state, rng=True):
+    """Put back :func:`training_state`'s output into a model built and compiled as the saved one was.
+
+    ``rng=False`` leaves the global RNGs alone (the model's own generator is restored either way).
+    """
+    check_weights(model, state["weights"], "the training state", what="state",
+                  remedy="Build and compile the model as the saved one was.")
+    if (state["optimizer"] is None) != (model.optimizer is None) or \
+            (state["scheduler"] is None) != (model.scheduler is None):
+        raise ValueError("state: the saved optimizer/scheduler do not match this model's compile (one of them has "
+                         "one the other lacks); compile the model as the saved one was")
+    model.load_state_dict(state["weights"])
+    if state["optimizer"] is not None:
+        model.optimizer.load_state_dict(state["optimizer"])
+    if state["scheduler"] is not None:
+        model.scheduler.load_state_dict(state["scheduler"])
+    model.training_state.generator.set_state(state["generator"])
+    model.training_state.epoch = state["epoch"]
+    if rng:
+        set_rng_state(state["rng"])
+
+
+# ----------------------------------------------------------------------------------------- plain data
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def is_plain(value):
+    """Whether ``value`` is data ``torch.load(weights_only=True)`` reads back as it was.
+
+    None, bool, int, float, str, bytes, tensors, and lists, tuples and str-keyed dicts of them.
+    NumPy values are not (their pickle names NumPy functions).
+    """
+    if type(value) in _SCALARS or isinstance(value, torch.Tensor):
+        return True
+    if type(value) in (list, tuple):
+        return all(is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) in (str, int) and is_plain(v) for k, v in value.items())
+    return False
+
+
+# ----------------------------------------------------------------------------------------- classes by name
+
+def class_path(obj):
+    """``"module:QualName"`` of a class (or of an object's class): how a file names it."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def is_importable(cls):
+    """Whether :func:`resolve_class` can find ``cls`` by its path (not a class local to a function)."""
+    return "<locals>" not in cls.__qualname__
+
+
+def check_custom_objects(custom_objects):
+    """``custom_objects`` as a dict name -> class (Keras's argument of load_model)."""
+    if custom_objects is None:
+        return {}
+    if not isinstance(custom_objects, dict) or not all(isinstance(k, str) for k in custom_objects):
+        raise TypeError(f"custom_objects: got {custom_objects!r}; expected a dict class name -> class, "
+                        "e.g. {'Net': Net}")
+    return dict(custom_objects)
+
+
+def resolve_class(path, base, what, custom_objects=None, trusted=False):
+    """The class a file names by ``"module:QualName"``, checked to subclass ``base``.
+
+    Looked up in ``custom_objects`` (by name or path), then in the modules already imported; a module
+    not imported yet is imported only with ``trusted=True`` (importing runs its code).
+    """
+    module_name, _, qualname = path.partition(":")
+    short = qualname.rsplit(".", 1)[-1]
+    custom = check_custom_objects(custom_objects)
+    cls = next((custom[k] for k in (path, f"{module_name}.{qualname}", qualname, short) if k in custom), None)
+    if cls is None:
+        module = sys.modules.get(module_name)
+        if module is None and trusted:
+            module = importlib.import_module(module_name)
+        if module is None:
+            raise ValueError(
+                f"{what}: the file names the class {qualname} of the module {module_name!r}, which is not "
+                f"imported; import it first (from {module_name} import {short}), pass "
+                f"custom_objects={{'{short}': {short}}}, or trusted=True to let fitkit import {module_name!r}")
+        cls = module
+        for part in qualname.split("."):
+            cls = getattr(cls, part, None)
+        if cls is None:
+            where = "this script (the one that saved it defined it)" if module_name == "__main__" \
+                else f"the module {module_name!r}"
+            raise ValueError(f"{what}: the file names the class {qualname}, which {where} does not define; "
+                             f"define or import it, or pass custom_objects={{'{short}': {short}}}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{what}: the file names {path!r}, which resolved to {cls!r}; expected a subclass of "
+                        f"{base.__module__}.{base.__qualname__}")
+    return cls
+
+
+# ----------------------------------------------------------------------------------------- pickled objects
+
+@functools.lru_cache(maxsize=None)
+def torch_allowlist():
+    """torch's own classes and functions a pickled module or scheduler may name and still load safely.
+
+    Every ``nn.Module`` subclass defined in ``torch.nn.modules``, the public functions of
+    ``torch.nn.functional`` (activations that layers keep as attributes) and the LR schedulers. Their
+    constructors and ``__setstate__`` only set attributes, so naming them in a file runs no code of
+    the file's choosing.
+    """
+    found, seen, stack = [], set(), [nn.Module]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+                if sub.__module__.startswith("torch.nn.modules."):
+                    found.append(sub)
+    functional = torch.nn.functional
+    for name in dir(functional):
+        obj = getattr(functional, name)
+        if not name.startswith("_") and callable(obj) and not isinstance(obj, (type, types.ModuleType)) \
+                and str(getattr(obj, "__module__", "")).startswith("torch"):
+            found.append(obj)
+    schedulers = torch.optim.lr_scheduler
+    for obj in vars(schedulers).values():
+        if isinstance(obj, type) and obj.__module__ == schedulers.__name__ and hasattr(obj, "step"):
+            found.append(obj)
+    return tuple(found)
+
+
+def pack(obj):
+    """``obj`` pickled by ``torch.save`` into bytes, to travel inside a checkpoint dict."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def unsafe_globals(blob, allow=()):
+    """What :func:`unpack` would refuse in ``blob`` without ``trusted=True`` (module.name strings)."""
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    allowed = list(torch_allowlist()) + list(allow)
+    if finder is None or not hasattr(torch.serialization, "safe_globals"):
+        return ["(this torch cannot list them)"]
+    with torch.serialization.safe_globals(allowed):
+        return sorted(finder(io.BytesIO(blob)))
+
+
+def unpack(blob, what, allow=(), trusted=False):
+    """The object :func:`pack` stored: weights-only with the allowlist, or a full unpickle if ``trusted``."""
+    if trusted:
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+    names = unsafe_globals(blob, allow)
+    if names:
+        raise UntrustedCheckpointError(
+            f"{what}: the file stores it as a pickle that names {', '.join(names)}; unpickling those can run "
+            "code from the file, so load_model needs trusted=True to do it. Pass trusted=True only for a file "
+            "you trust, or pass custom_objects={...} with the classes you vouch for.")
+    with torch.serialization.safe_globals(list(torch_allowlist()) + list(allow)):
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def structure_copy(module, replace=None):
+    """A deep copy of ``module`` whose state-dict tensors are empty ``meta`` tensors (no data copied).
+
+    ``replace`` holds ``(object, substitute)`` pairs: objects reachable from the module and what the
+    copy holds instead (None drops an attribute's value). Tensors outside the state dict
+    (non-persistent buffers) are copied.
+    """
+    memo = {id(obj): new for obj, new in (replace or ())}
+    for tensor in module.state_dict(keep_vars=True).values():
+        if id(tensor) in memo or isinstance(tensor, nn.parameter.UninitializedTensorMixin):
+            continue
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, requires_grad=tensor.requires_grad) \
+            if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(module, memo)
+
+
+# ----------------------------------------------------------------------------------------- weights
+
+def check_weights(module, weights, filepath, skip_mismatch=False, what="filepath",
+                  remedy="Pass skip_mismatch=True to load only the entries that fit."):
+    """The entries of ``weights`` to load into ``module``; a ValueError naming every mismatch first.
+
+    With ``skip_mismatch`` the mismatched and missing entries are skipped (with a warning) instead.
+    """
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{what}: {filepath!r} does not hold a state_dict (a dict of name -> tensor); got "
+                         f"{type(weights).__name__}")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k}: file {tuple(weights[k].shape)}, model {tuple(v.shape)}" for k, v in expected.items()
+              if k in weights and not isinstance(v, nn.parameter.UninitializedTensorMixin)
+              and tuple(weights[k].shape) != tuple(v.shape)]
+    problems = []
+    for label, items in (("missing from the file", missing), ("not in the model", unexpected),
+                         ("with another shape", shapes)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if not problems:
+        return weights
+    message = f"the weights in {filepath!r} do not fit {type(module).__name__}: " + "; ".join(problems)
+    if not skip_mismatch:
+        raise ValueError(f"{what}: {message}. {remedy}")
+    warnings.warn(f"Skipped loading some weights: {message}.", stacklevel=3)
+    bad = set(unexpected) | {s.split(":")[0] for s in shapes}
+    return {k: v for k, v in weights.items() if k not in bad}
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+
+def describe_optimizer(optimizer, named_parameters):
+    """How to rebuild a torch optimizer on a fresh copy of the model: class, defaults, groups, state."""
+    names = {}
+    for name, param in named_parameters:
+        names.setdefault(id(param), name)
+    groups = []
+    for i, group in enumerate(optimizer.param_groups):
+        unknown = [tuple(p.shape) for p in group["params"] if id(p) not in names]
+        if unknown:
+            raise ValueError(f"optimizer: param group {i} holds tensors of shapes {unknown} that are not parameters "
+                             "of the model, so a loaded model could not rebuild it; build the optimizer on "
+                             "model.parameters()")
+        groups.append([names[id(p)] for p in group["params"]])
+    defaults = {k: v for k, v in optimizer.defaults.items() if is_plain(v)}
+    return {"class": class_path(optimizer), "defaults": defaults, "param_names": groups,
+            "state": optimizer.state_dict()}
+
+
+def build_optimizer(description, named_parameters, custom_objects=None, trusted=False):
+    """The optimizer :func:`describe_optimizer` described, on these parameters (its state not loaded yet)."""
+    cls = resolve_class(description["class"], torch.optim.Optimizer, "optimizer", custom_objects, trusted)
+    params = dict(named_parameters)
+    missing = [n for names in description["param_names"] for n in names if n not in params]
+    if missing:
+        raise ValueError(f"optimizer: the saved optimizer trains parameters the model does not have: {missing[:8]}")
+    groups = [{"params": [params[n] for n in names]} for names in description["param_names"]]
+    defaults = dict(description["defaults"])
+    try:
+        return cls(groups, **defaults)
+    except TypeError:
+        # A custom optimizer whose constructor takes other names than its defaults: build the base
+        # Optimizer on them; load_state_dict then restores every group's hyperparameters.
+        optimizer = cls.__new__(cls)
+        torch.optim.Optimizer.__init__(optimizer, groups, defaults)
+        return optimizer
+
+
+def _attach_scheduler(scheduler, optimizer):
+    scheduler.optimizer = optimizer
+    for inner in getattr(scheduler, "_schedulers", ()) or ():  # SequentialLR, ChainedScheduler
+        _attach_scheduler(inner, optimizer)
+
+
+def describe_scheduler(scheduler):
+    """``{"class", "blob", "unsaved"}``: the scheduler pickled without its optimizer, or why it could not be."""
+    entry = {"class": class_path(scheduler), "blob": None, "unsaved": None}
+    optimizer = getattr(scheduler, "optimizer", None)
+    try:
+        entry["blob"] = pack(copy.deepcopy(scheduler, {id(optimizer): None}))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        entry["unsaved"] = f"{type(exc).__name__}: {exc}"
+    return entry
+
+
+# ----------------------------------------------------------------------------------------- model files
+
+def _architecture(model, architecture, replace, allow):
+    cls = type(model)
+    path = class_path(cls)
+    own_config = "get_config" in dir(cls) and callable(getattr(model, "get_config", None))
+    args = getattr(model, "_fitkit_init_args", None)
+    plain_args = args is not None and is_plain(list(args[0])) and is_plain(args[1])
+    if architecture in ("auto", "import") and is_importable(cls):
+        if own_config:
+            config = model.get_config()
+            if is_plain(config):
+                return {"kind": "config", "class": path, "config": config}
+            if architecture == "import":
+                raise ValueError(f"architecture: {cls.__name__}.get_config() returned values that are not plain "
+                                 "data (numbers, strings, lists, dicts, tensors); fix get_config or pass "
+                                 "architecture='pickle'")
+        elif plain_args:
+            return {"kind": "import", "class": path, "args": list(args[0]), "kwargs": dict(args[1])}
+    if architecture == "import":
+        why = ("it is defined inside a function" if not is_importable(cls) else
+               "its constructor arguments are unknown" if args is None else
+               "its constructor arguments are not plain data (numbers, strings, lists, dicts, tensors)")
+        raise ValueError(f"architecture: got 'import', but {cls.__name__} cannot be rebuilt by import path and "
+                         f"constructor arguments: {why}. Pass architecture='pickle' (load_model then needs "
+                         f"trusted=True or custom_objects) or give {cls.__name__} a get_config() method")
+    try:
+        blob = pack(structure_copy(model, replace))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ValueError(f"architecture: {cls.__name__} cannot be pickled ({exc}); define the class (and what "
+                         "it holds) at module level, or give it plain constructor arguments") from None
+    needs = unsafe_globals(blob, list(allow) + [cls])  # load_model trusts the class itself as it does for "import"
+    if needs and architecture == "auto":
+        # Python shows a warning once per place: ModelCheckpoint saving every epoch does not repeat it.
+        warnings.warn(f"model.save pickled the {cls.__name__} module (its constructor arguments are not plain data), "
+                      f"and the pickle names {', '.join(needs)}: load_model will need custom_objects with those "
+                      "classes or trusted=True. Pass architecture='pickle' to say that is intended.", stacklevel=4)
+    return {"kind": "pickle", "class": path, "module": blob, "needs": needs}
+
+
+def _compile_entry(model, allow):
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        return None
+    config = dict(compiled.config)
+    plain = {k: v for k, v in config.items() if is_plain(v)}
+    objects = {k: v for k, v in config.items() if k not in plain}
+    entry = {"config": plain, "objects": None, "unsaved": [], "scheduler": None,
+             "optimizer": describe_optimizer(model.optimizer, model.named_parameters())}
+    if objects:
+        try:
+            entry["objects"] = pack(objects)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            entry["unsaved"] = sorted(objects)
+            warnings.warn(f"model.save could not store compile's {', '.join(sorted(objects))} ({exc}); a lambda or a "
+                          "local function cannot be pickled. load_model compiles without them: call "
+                          "model.compile(optimizer=model.optimizer, scheduler=model.scheduler, loss=...) after "
+                          "loading (that keeps the optimizer's state), or use a module-level function or object.",
+                          stacklevel=4)
+    if model.scheduler is not None:
+        entry["scheduler"] = describe_scheduler(model.scheduler)
+        if entry["scheduler"]["unsaved"]:
+            warnings.warn(f"model.save could not store the {type(model.scheduler).__name__} scheduler "
+                          f"({entry['scheduler']['unsaved']}); load_model compiles without it. Use module-level "
+                          "functions in the scheduler, or re-compile with scheduler=... after loading.", stacklevel=4)
+    return entry
+
+
+def save_model(model, filepath, overwrite=True, architecture="auto", allow=()):
+    """Write ``model`` (a compiled or uncompiled fitkit Model) to ``filepath``; see :meth:`fitkit.Model.save`."""
+    path = check_overwrite(filepath, overwrite)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: got {architecture!r}; expected 'auto', 'import' (class import path and "
+                         "constructor arguments) or 'pickle' (the module pickled)")
+    state = model.training_state
+    generator = getattr(state, "_generator", None)
+    # What lives on the model but is not architecture: compile's objects, the fit state, the last batch.
+    replace = [(state, type(state)())]
+    for name in ("_compiled", "history", "_example"):
+        value = getattr(model, name, None)
+        if value is not None:
+            replace.append((value, None))
+    history = getattr(model, "history", None)
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": FORMAT_VERSION,
+        "architecture": _architecture(model, architecture, replace, allow),
+        "weights": {k: v.detach() for k, v in model.state_dict().items()},
+        "compile": _compile_entry(model, allow),
+        "training": {"epoch": int(state.epoch),
+                     "generator": generator.get_state() if generator is not None else None},
+        "history": history.to_dict() if hasattr(history, "to_dict") else None,
+    }
+    save(payload, path)
+
+
+def _build(arch, weights, base, allow, custom_objects, trusted):
+    kind = arch.get("kind")
+    if kind == "pickle":
+        # The model's own class is trusted as it is for kind "import" (imported by the caller, or given in
+        # custom_objects); any other class the pickle names must be allowlisted too.
+        own = [] if trusted else [resolve_class(arch["class"], base, "architecture", custom_objects, trusted)]
+        model = unpack(arch["module"], "architecture", list(allow) + own, trusted)
+        if not isinstance(model, base):
+            raise TypeError(f"architecture: the file holds a {type(model).__name__}; expected a {base.__name__}")
+        check_weights(model, weights, "the model file", what="architecture", remedy="The file is inconsistent.")
+        model.load_state_dict(weights, assign=True)
+        return model
+    cls = resolve_class(arch["class"], base, "architecture", custom_objects, trusted)
+    if kind == "config":
+        model = cls.from_config(arch["config"]) if hasattr(cls, "from_config") else cls(**arch["config"])
+    elif kind == "import":
+        model = cls(*arch["args"], **arch["kwargs"])
+    else:
+        raise CorruptCheckpointError(f"architecture: unknown kind {kind!r} in the file")
+    model.load_state_dict(check_weights(model, weights, "the model file", what="architecture",
+                                        remedy="The class or its arguments changed since the model was saved."))
+    return model
+
+
+def load_model(filepath, base, history_class, allow=(), custom_objects=None, compile=True, trusted=False):
+    """The model :func:`save_model` wrote; see :func:`fitkit.load_model`."""
+    data = read(filepath, hint=" A fitkit model file holds only tensors and plain data at its top level; this "
+                               "one was not written by Model.save.")
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise ValueError(f"filepath: {os.fspath(filepath)!r} is not a fitkit model file (Model.save writes them); "
+                         "for a state_dict file use model.load_weights(filepath)")
+    if data.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"filepath: {os.fspath(filepath)!r} has format version {data['version']}; this fitkit "
+                         f"reads up to {FORMAT_VERSION}: upgrade fitkit")
+    allow = list(allow) + list(check_custom_objects(custom_objects).values())
+    # Building a model runs its layers' initialisers; the caller's RNG must not notice.
+    with preserved_rng():
+        model = _build(data["architecture"], data["weights"], base, allow, custom_objects, trusted)
+    entry = data.get("compile")
+    if compile and entry is not None:
+        _compile(model, entry, allow, custom_objects, trusted)
+    training = data.get("training") or {}
+    model.training_state.epoch = int(training.get("epoch", 0))
+    if training.get("generator") is not None:
+        model.training_state._generator = torch.Generator().set_state(training["generator"])
+    if data.get("history") is not None:
+        model.history = history_class.from_dict(data["history"])
+    return model
+
+
+def _compile(model, entry, allow, custom_objects, trusted):
+    kwargs = dict(entry["config"])
+    if entry.get("objects") is not None:
+        kwargs.update(unpack(entry["objects"], "compile settings (loss, metrics)", allow, trusted))
+    if entry.get("unsaved"):
+        warnings.warn(f"load_model: compile's {', '.join(entry['unsaved'])} were not saved (not picklable); the "
+                      "model is compiled without them. Compile again with "
+                      "model.compile(optimizer=model.optimizer, scheduler=model.scheduler, ...).", stacklevel=4)
+    optimizer_name = kwargs.pop("optimizer", None)
+    optimizer = build_optimizer(entry["optimizer"], model.named_parameters(), custom_objects, trusted)
+    scheduler = None
+    described = entry.get("scheduler")
+    if described is not None and described.get("blob") is not None:
+        scheduler = unpack(described["blob"], "scheduler", allow, trusted)
+        _attach_scheduler(scheduler, optimizer)
+    elif described is not None:
+        warnings.warn(f"load_model: the {described['class']} scheduler was not saved ({described['unsaved']}); the "
+                      "model is compiled without a scheduler.", stacklevel=4)
+    model.compile(optimizer=optimizer, scheduler=scheduler, **kwargs)
+    # After compile placed the parameters: the state follows them to their device.
+    optimizer.load_state_dict(entry["optimizer"]["state"])
+    model._compiled.config["optimizer"] = optimizer_name

@@ -1,0 +1,41 @@
+"""The benchmark command runs: a smoke run on tiny sizes prints the table with its ratios.
+
+No timing is asserted here (the figures live in the README's "Speed" section); this only keeps
+``python -m benchmarks`` working as the code around it changes.
+"""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_quick_run_prints_the_table_with_ratios():
+    proc = _run("--quick", "--only", "article", "--peer-python", sys.executable)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "fitkit / hand-written PyTorch" in out
+    row = next(line for line in out.splitlines() if line.startswith("article "))
+    hand, fk, ratio = row.split()[1:4]
+    assert float(hand) > 0 and float(fk) > 0
+    assert float(ratio) == pytest.approx(float(fk) / float(hand), rel=0.05, abs=2e-3)
+    assert re.search(r"<= 1\.10\s+(yes|NO)", row)
+    assert "same" in row, "fitkit and its twin must end on the same loss (the same work)"
+    # A peer that is not installed is skipped with a note, never an error.
+    for peer in ("keras", "lightning", "poutyne", "skorch"):
+        assert f"note: {peer} skipped" in out or re.search(rf"^article\s+{peer}\b", out, flags=re.M)
+
+
+def test_unknown_workload_is_an_error_naming_the_choices():
+    proc = _run("--only", "nope")
+    assert proc.returncode != 0
+    assert "unknown workload 'nope'" in proc.stderr and "article" in proc.stderr
