@@ -1,9 +1,5 @@
 """fitkit.trainer: every fit / evaluate / predict argument and input form, logs, callbacks order."""
 
-import io
-import os
-import signal
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +7,7 @@ import torch
 from torch import nn
 
 import fitkit
-from fitkit.callbacks import Callback, ProgbarLogger
+from fitkit.callbacks import Callback
 
 
 def _data(n=100, d=5, seed=0):
@@ -281,38 +277,6 @@ def test_bad_fit_arguments_are_rejected_before_any_weight_changes():
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_verbose_1_draws_a_bar_with_loss_and_time_per_step(monkeypatch):
-    import fitkit.callbacks.progbar_logger as progbar
-    monkeypatch.setattr(progbar, "REFRESH_SECONDS", 0.0)
-    out = io.StringIO()
-    model = _model()
-    model.fit(*_data(), epochs=2, validation_split=0.2, callbacks=[ProgbarLogger(file=out)], verbose=1)
-    text = out.getvalue()
-    assert "Epoch 1/2" in text and "Epoch 2/2" in text
-    assert "3/3" in text and "/step" in text
-    assert "loss: " in text and "val_loss: " in text and "accuracy: " in text
-
-
-def test_verbose_2_prints_one_line_per_epoch_and_0_prints_nothing(capsys):
-    model = _model()
-    model.fit(*_data(), epochs=3, verbose=2)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3 - ") and "loss: " in lines[2]
-    model.fit(*_data(), epochs=2, verbose=0)
-    model.evaluate(*_data(), verbose=0)
-    model.predict(_data()[0], verbose=0)
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
-
-
-def test_evaluate_and_predict_verbose_draw_their_own_bar(capsys):
-    model = _model()
-    model.evaluate(*_data(), verbose=1)
-    model.predict(_data()[0], verbose=1)
-    out = capsys.readouterr().out
-    assert "Evaluate" in out and "Predict" in out
-
-
 def test_batch_logs_are_read_only_when_a_callback_reads_them(monkeypatch):
     import fitkit.logs as logs_module
     reads = []
@@ -333,40 +297,6 @@ def test_batch_logs_are_read_only_when_a_callback_reads_them(monkeypatch):
     reads.clear()
     model.fit(*_data(), epochs=1, batch_size=10, verbose=0, callbacks=[Reader()])
     assert len(reads) == 10  # each step's logs once; the epoch end reuses the last step's reading
-
-
-def test_first_ctrl_c_finishes_the_step_and_returns_the_history_marked_interrupted():
-    x, y = _data(n=200)
-    model = _model()
-    ended = []
-
-    class InterruptAt(Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.params and batch == 2 and not ended:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        def on_train_end(self, logs=None):
-            ended.append(True)
-
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals need the main thread")
-    history = model.fit(x, y, batch_size=10, epochs=5, verbose=0, callbacks=[InterruptAt()])
-    assert ended == [True]
-    assert history.interrupted and history.stop_reason == "interrupted"
-    assert history.epoch == []  # the first epoch did not finish
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_second_ctrl_c_raises_keyboard_interrupt():
-    class DoubleInterrupt(Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 1:
-                os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGINT)
-
-    with pytest.raises(KeyboardInterrupt):
-        _model().fit(*_data(), batch_size=10, epochs=2, verbose=0, callbacks=[DoubleInterrupt()])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_predict_rejects_no_data():
