@@ -795,6 +795,7 @@ class LossContainer:
                              f"expected at least one loss.")
         self.loss_weights = self._check_weights(loss_weights)
         self._plans = {}
+        self._tensor_plan = None  # (loss, weight) once a single-tensor output has been seen
 
     def _check_weights(self, w):
         if w is None or isinstance(w, (int, float)):
@@ -827,6 +828,8 @@ class LossContainer:
         plan = self._plans.get(struct)
         if plan is None:
             plan = self._plans[struct] = self._build(struct)
+            if struct == ("tensor",) and len(plan) == 1:
+                self._tensor_plan = plan[0][3:]
         return plan
 
     def _build(self, struct):
@@ -901,6 +904,11 @@ class LossContainer:
         return self.single.prepare_targets(y_true, y_pred)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        if self._tensor_plan is not None and type(y_pred) is torch.Tensor and type(y_true) is torch.Tensor \
+                and (sample_weight is None or type(sample_weight) is torch.Tensor):
+            loss, weight = self._tensor_plan  # the usual case, straight to the loss: it runs every step
+            total = loss(y_true, y_pred, sample_weight)
+            return (total if weight == 1.0 else total * weight), {}
         plan = self._plan(y_pred)
         if plan[0][0] is None:  # a single tensor output
             _, _, _, loss, weight = plan[0]

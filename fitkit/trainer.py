@@ -301,13 +301,15 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     model._remember_example(source)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
+    begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
     end = cbs.on_predict_batch_end if cbs.has("on_predict_batch_end") else None
     model.eval()
     cbs.on_predict_begin()
     outputs = []
     with torch.inference_mode():
         for step, batch in enumerate(source.epoch()):
-            cbs.on_predict_batch_begin(step)
+            if begin:
+                begin(step)
             out = model.predict_step(batch)
             outputs.append(out)
             if end:

@@ -193,3 +193,46 @@ def test_is_numpy_input():
     assert data.is_numpy_input(np.zeros(3))
     assert data.is_numpy_input([np.zeros(3), np.zeros(3)])
     assert not data.is_numpy_input(torch.zeros(3))
+
+
+def test_gathered_pass_and_per_batch_index_select_give_the_same_batches(monkeypatch):
+    """Small data is gathered once per pass and sliced; large data is gathered per batch: same batches."""
+    x, y = torch.randn(50, 3), torch.arange(50)
+
+    def batches():
+        src = data.source(x, y, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(4))
+        return [b for _ in range(2) for b in src.epoch()]
+
+    gathered = batches()
+    monkeypatch.setattr(data, "GATHER_PASS_BYTES", 0)
+    per_batch = batches()
+    assert len(gathered) == len(per_batch) == 14
+    for a, b in zip(gathered, per_batch):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] is b[2] is None
+
+
+def test_map_targets_replaces_y_in_the_data_and_in_the_running_pass():
+    x, y = torch.randn(10, 2), torch.arange(10)
+    src = data.source(x, y, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    it = src.epoch()
+    first = next(it)
+    src.map_targets(lambda t: t.float().unsqueeze(1))
+    rest = list(it)
+    assert first[1].dtype == torch.int64
+    assert all(b[1].dtype == torch.float32 and b[1].dim() == 2 for b in rest)
+    seen = torch.cat([first[1].float(), torch.cat([b[1].squeeze(1) for b in rest])])
+    assert sorted(seen.tolist()) == list(range(10))  # still every sample once, in the pass's order
+    src.map_targets(lambda t: None)  # None leaves them as they are
+    assert next(src.epoch())[1].dtype == torch.float32
+
+
+def test_a_dataloader_is_not_iterated_to_find_out_what_it_is():
+    """A probe iter() would draw from the loader's generator and change the user's shuffling order."""
+    g = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(10.0)), batch_size=5,
+                                         shuffle=True, generator=g)
+    before = g.get_state()
+    src = data.source(loader)
+    assert torch.equal(g.get_state(), before)
+    assert not src.one_shot
+    assert data.source(iter([(torch.zeros(1), torch.zeros(1))])).one_shot

@@ -643,3 +643,39 @@ def test_container_structure_errors():
         LossContainer(["mse", "msee"])
     with pytest.raises(TypeError, match=r"`loss_weights`"):
         LossContainer("mse", loss_weights="heavy")
+
+
+# ------------------------------------------------------------------------------- prepare_targets
+
+def test_prepare_targets_does_once_what_every_call_does_to_a_batch():
+    y = torch.tensor([0, 1, 1, 0, 1, 0])
+    y_pred = torch.rand(4, 1)  # one batch
+    for loss in (nn.BCELoss(), "binary_crossentropy", "mse", F.mse_loss):
+        container = LossContainer(loss)
+        ready = container.prepare_targets(y, y_pred)
+        assert ready.dtype == torch.float32 and ready.shape == (N, 1), loss
+        batch = torch.rand(N, 1)
+        assert torch.equal(container(ready, batch)[0], container(y, batch)[0]), loss
+        assert container.prepare_targets(ready, y_pred) is None  # already prepared: nothing to do
+
+
+def test_prepare_targets_leaves_what_it_cannot_do_ahead():
+    labels = torch.tensor([[1], [2], [0]])
+    assert LossContainer(nn.CrossEntropyLoss()).prepare_targets(labels, torch.rand(2, 3)).shape == (3,)
+    # class probabilities for CrossEntropyLoss: already float, shaped like the prediction
+    assert LossContainer(nn.CrossEntropyLoss()).prepare_targets(torch.rand(5, 3), torch.rand(2, 3)) is None
+    # a loss that masks entries reconciles in its own way
+    masked = losses.SparseCategoricalCrossentropy(ignore_class=0)
+    assert masked.prepare_targets(labels, torch.rand(2, 3)) is None
+
+    class Own(losses.Loss):
+        def _prepare(self, y_true, y_pred):
+            return y_true.float() * 2, y_pred
+
+        def call(self, y_true, y_pred):
+            return (y_true - y_pred).abs().mean(-1)
+
+    assert Own().prepare_targets(labels, torch.rand(2, 1)) is None
+    # several outputs, or targets that are not one tensor
+    assert LossContainer(["mse", "mse"]).prepare_targets(labels, [torch.rand(2, 1)] * 2) is None
+    assert LossContainer("mse").prepare_targets([labels], torch.rand(2, 1)) is None

@@ -294,3 +294,96 @@ def test_multi_output_with_dict_losses_and_loss_weights():
     assert any(key.endswith("accuracy") for key in logs)
     history = model.fit(x, targets, epochs=2, verbose=0)
     assert {"loss", "reg_loss", "cls_loss"} <= set(history.history)
+
+
+# ------------------------------------------------------------------------------- the step's fast paths
+
+class _TargetsSeen(fitkit.callbacks.Callback):
+    """Records the dtype and shape of the targets fit holds after each batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        source = self.model.training_state.train_source
+        y = source._leaves[1]
+        self.seen.append((y.dtype, tuple(y.shape)))
+
+
+def test_fit_reconciles_in_memory_targets_with_the_loss_once():
+    x, y = _xy()
+    torch.manual_seed(0)
+    model = Net()
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
+    seen = _TargetsSeen()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[seen])
+    assert seen.seen[0] == (torch.float32, (64, 1))  # from the first step on: (N,) int64 -> float (N, 1)
+    assert set(seen.seen) == {(torch.float32, (64, 1))}
+
+    torch.manual_seed(0)
+    twin = Net()
+    twin.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
+    twin.fit(x, y.astype(np.float32).reshape(-1, 1), batch_size=16, epochs=2, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    assert model.history.history == twin.history.history
+
+
+def test_a_custom_train_step_or_metric_object_sees_the_targets_as_given():
+    x, y = _xy()
+
+    class Custom(Net):
+        def train_step(self, data):
+            self.dtypes.append(data[1].dtype)
+            return super().train_step(data)
+
+    model = Custom()
+    model.dtypes = []
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss())
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert model.dtypes == [torch.int64] * 4
+
+    model = Net()
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=[fitkit.metrics.BinaryAccuracy()])
+    seen = _TargetsSeen()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[seen])
+    assert set(seen.seen) == {(torch.int64, (64,))}
+
+
+def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
+    from fitkit.model import clear_grads
+
+    model = Net()
+    model(torch.randn(2, 4)).sum().backward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    clear_grads(opt)
+    assert all(p.grad is None for p in model.parameters())
+
+    class Counting(torch.optim.SGD):
+        calls = 0
+
+        def zero_grad(self, set_to_none=True):
+            Counting.calls += 1
+            super().zero_grad(set_to_none=set_to_none)
+
+    x, y = _xy()
+    model.compile(optimizer=Counting(model.parameters(), lr=0.1), loss=nn.BCEWithLogitsLoss())
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert Counting.calls == 4
+
+
+def test_loss_tracker_is_the_mean_over_samples():
+    from fitkit.model import LossTracker
+
+    tracker = LossTracker()
+    for value, n in ((1.0, 32), (2.0, 32), (4.0, 8)):
+        tracker.update(torch.tensor(value), n)
+    assert float(tracker.result()) == pytest.approx((32 + 64 + 32) / 72)
+    state = tracker.state_dict()
+    again = LossTracker()
+    again.load_state_dict(state)
+    again.update(torch.tensor(1.0), 8)
+    tracker.update(torch.tensor(1.0), 8)
+    assert float(again.result()) == float(tracker.result())
+    tracker.reset()
+    assert float(tracker.result()) == 0.0

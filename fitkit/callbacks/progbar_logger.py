@@ -7,6 +7,10 @@ from .base import Callback
 
 #: Seconds between reads of the running loss for the bar: each read is a device sync, so not per step.
 REFRESH_SECONDS = 0.5
+#: Seconds between moves of the bar. A step only counts itself; drawing is what costs (tens of
+#: microseconds a draw), so an epoch shorter than this is drawn when it starts and when it ends.
+DRAW_SECONDS = 0.1
+_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}{postfix}"
 
 
 def _format_logs(logs):
@@ -24,9 +28,9 @@ class ProgbarLogger(Callback):
     """Prints training progress; fit adds one when ``verbose`` is 1 or 2.
 
     ``verbose=1`` draws a tqdm bar per epoch (``tqdm.auto``: a widget in notebooks) with the running
-    loss and metrics and the time per step; the running values are read at most every
-    ``REFRESH_SECONDS``, so the bar never forces a device sync per step. ``verbose=2`` prints one line
-    per epoch. ``file`` defaults to ``sys.stdout`` as Keras prints there.
+    loss and metrics and the time per step; the bar moves at most every ``DRAW_SECONDS`` and the running
+    values are read at most every ``REFRESH_SECONDS``, so the bar never forces a device sync per step.
+    ``verbose=2`` prints one line per epoch. ``file`` defaults to ``sys.stdout`` as Keras prints there.
     """
 
     def __init__(self, file=None):
@@ -36,6 +40,7 @@ class ProgbarLogger(Callback):
         self._in_fit = False
         self._epoch_start = 0.0
         self._last_read = 0.0
+        self._last_draw = 0.0
         self._seen = 0
 
     @property
@@ -46,25 +51,49 @@ class ProgbarLogger(Callback):
         return self.file if self.file is not None else sys.stdout
 
     def _open_bar(self, desc, total):
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc=desc, file=self._out(), unit="step", leave=True, dynamic_ncols=True,
-                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}{postfix}")
+        if self.file is None:
+            from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal or a file
+        else:
+            from tqdm import tqdm  # text, to the file the user chose
+        # The bar is moved by hand (``n`` and ``refresh``) at most every DRAW_SECONDS, never by tqdm per
+        # step. A text bar waits DRAW_SECONDS before its first draw, so a short epoch is drawn once, as it
+        # closes (_close_bar); a notebook widget is shown at once (its close does not show a hidden one).
+        text = getattr(tqdm, "__module__", "") == "tqdm.std"
+        self._bar = tqdm(total=total, desc=desc, file=self._out(), unit="step", leave=True,
+                         mininterval=DRAW_SECONDS, delay=DRAW_SECONDS if text else 0, bar_format=_BAR_FORMAT)
         self._epoch_start = time.perf_counter()
-        self._last_read = self._epoch_start
+        self._last_read = self._last_draw = self._epoch_start
         self._seen = 0
 
-    def _show(self, logs, force=False):
-        now = time.perf_counter()
-        if not force and now - self._last_read < REFRESH_SECONDS:
+    def _step(self, logs):
+        """A step is done: count it, and move the bar when ``DRAW_SECONDS`` have passed."""
+        self._seen += 1
+        if self._bar is None:
             return
-        self._last_read = now
+        now = time.perf_counter()
+        if now - self._last_draw >= DRAW_SECONDS:
+            self._last_draw = now
+            if logs is not None and now - self._last_read >= REFRESH_SECONDS:
+                self._last_read = now
+                self._bar.set_postfix_str(self._postfix(logs, now), refresh=False)
+            self._bar.n = self._seen
+            self._bar.refresh()
+
+    def _postfix(self, logs, now):
         timing = _per_step(now - self._epoch_start, self._seen)
-        text = " - ".join(part for part in (timing, _format_logs(logs) if logs else "") if part)
-        self._bar.set_postfix_str(text, refresh=force)
+        return " - ".join(part for part in (timing, _format_logs(logs) if logs else "") if part)
+
+    def _finish_bar(self, logs):
+        """The final state of the bar (all steps, the final logs), drawn once as it closes."""
+        if self._bar is None:
+            return
+        self._bar.set_postfix_str(self._postfix(logs, time.perf_counter()), refresh=False)
+        self._bar.n = self._seen
+        self._close_bar()
 
     def _close_bar(self):
         if self._bar is not None:
+            self._bar.delay = 0  # tqdm's close skips a bar that waited for its first draw: draw it now
             self._bar.close()
             self._bar = None
 
@@ -87,15 +116,11 @@ class ProgbarLogger(Callback):
             self._seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._seen += 1
-        if self._bar is not None:
-            self._bar.update(1)
-            self._show(logs)
+        self._step(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.verbose == 1 and self._bar is not None:
-            self._show(logs, force=True)
-            self._close_bar()
+            self._finish_bar(logs)
         elif self.verbose == 2:
             seconds = time.perf_counter() - self._epoch_start
             line = f"{self._desc} - {seconds:.0f}s - {_per_step(seconds, self._seen)}"
@@ -110,14 +135,13 @@ class ProgbarLogger(Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         if not self._in_fit:
-            self.on_train_batch_end(batch, logs)
+            self._step(logs)
 
     def on_test_end(self, logs=None):
         if self._in_fit:
             return
         if self._bar is not None:
-            self._show(logs, force=True)
-            self._close_bar()
+            self._finish_bar(logs)
         elif self.verbose == 2 and logs:
             print("Evaluate - " + _format_logs(logs), file=self._out(), flush=True)
 
@@ -126,9 +150,9 @@ class ProgbarLogger(Callback):
             self._open_bar("Predict", self.params.get("steps"))
 
     def on_predict_batch_end(self, batch, logs=None):
-        self._seen += 1
-        if self._bar is not None:
-            self._bar.update(1)
+        self._step(None)
 
     def on_predict_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.n = self._seen
         self._close_bar()

@@ -1,0 +1,73 @@
+"""The fitkit side of each workload, written as a user would write it.
+
+fitkit gets the data as the user has it (the article's ``(N,)`` integer labels, no ``.float()``, no
+``.unsqueeze()``), draws its shuffling order from ``fitkit.set_seed``, and logs what it always logs.
+Each function returns ``(final epoch loss, model)``; the caller starts the clock before calling it.
+"""
+
+import torch
+from torch import nn
+
+import fitkit
+
+from . import workloads as w
+
+
+def article(x, y, model, epochs, optimizer="torch", verbose=0, device="cpu"):
+    """``compile`` + ``fit`` on the article's workload.
+
+    optimizer: "torch" is the user's own ``torch.optim.Adam(lr=0.01)``; "named" is
+    ``fitkit.optimizers.Adam(learning_rate=0.01)``, which fitkit builds with the fastest kernel.
+    """
+    s = w.ARTICLE
+    fitkit.set_seed(w.ORDER_SEED)
+    opt = torch.optim.Adam(model.parameters(), lr=s["lr"]) if optimizer == "torch" \
+        else fitkit.optimizers.Adam(learning_rate=s["lr"])
+    model.compile(optimizer=opt, loss=nn.BCELoss(), device=device)
+    history = model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, verbose=verbose)
+    return history.history["loss"][-1], model
+
+
+def article_loader(loader, model, epochs, device="cpu"):
+    """``fit`` on the user's DataLoader (fitkit iterates it as it is)."""
+    s = w.ARTICLE
+    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=s["lr"]), loss=nn.BCELoss(), device=device)
+    history = model.fit(loader, epochs=epochs, verbose=0)
+    return history.history["loss"][-1], model
+
+
+def mlp(x, y, model, epochs, device="cpu"):
+    """``fit`` with ``validation_split=0.1`` on the MLP workload."""
+    s = w.MLP
+    fitkit.set_seed(w.ORDER_SEED)
+    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=s["lr"]), loss=nn.CrossEntropyLoss(),
+                  device=device)
+    history = model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, verbose=0,
+                        validation_split=s["validation_split"])
+    return history.history["loss"][-1], model
+
+
+def compile_for_evaluate(model, device="cpu"):
+    """The untimed part of the evaluate workload: the model was compiled when it was trained."""
+    model.compile(optimizer=torch.optim.Adam(model.parameters()), loss=nn.CrossEntropyLoss(), device=device)
+
+
+def evaluate(x, y, model, device="cpu"):
+    """``evaluate`` with the MLP's loss, batch 64."""
+    return model.evaluate(x, y, batch_size=w.MLP["batch_size"], verbose=0), model
+
+
+def predict(x, model, device="cpu"):
+    """``predict``, batch 64 (tensors in, CPU tensors out)."""
+    if device != "cpu":
+        model.to(device)
+    out = model.predict(x, batch_size=w.MLP["batch_size"], verbose=0)
+    return float(out.float().mean()), model
+
+
+def article_model():
+    return w.article_model(fitkit.Model)
+
+
+def mlp_model():
+    return fitkit.Sequential(*w.mlp_layers())
