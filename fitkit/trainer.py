@@ -97,13 +97,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
         _check_positive_int(max_epochs, "max_epochs", allow_none=False)
-        if validation_data is None and not validation_split:
-            if not data.is_array_like(x) and not isinstance(x, torch.utils.data.TensorDataset):
-                raise ValueError("epochs: 'auto' watches the validation loss; x is not an array, so pass "
-                                 "validation_data=... as well")
-            validation_split = 0.2
-            warnings.warn("fit(epochs='auto'): no validation data given, so the last 20% of the samples are "
-                          "held out (validation_split=0.2).", UserWarning, stacklevel=3)
+        validation_split = _auto_validation_split(x, validation_data, validation_split)
     if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
                                     or time_budget <= 0):
         raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
@@ -177,21 +171,38 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 if model.stop_training:
                     break
         finally:
-            if interrupt.requested:
-                model.stop_reason = "interrupted"
-                history.interrupted = True
-            if model.stop_reason is None and model.stop_training:
-                model.stop_reason = "stopped"
-            history.stop_reason = model.stop_reason or "epochs"
-            for cb in cbs:
-                if getattr(cb, "stopped_epoch", 0) and isinstance(getattr(cb, "monitor", None), str):
-                    history.stop_monitor = cb.monitor  # what diagnose() names when EarlyStopping stopped it
-                if isinstance(cb, EarlyStopping) and cb.restore_best_weights and cb.best_weights is not None:
-                    history.restored_epoch = cb.best_epoch  # its on_train_end puts these weights back
+            _record_stop(model, history, cbs, interrupt)
             cbs.on_train_end(logs)
     state.train_source = None
     model.history = history
     return history
+
+
+def _auto_validation_split(x, validation_data, validation_split):
+    """``epochs="auto"`` watches val_loss: without validation data it holds out the last 20%, and says so."""
+    if validation_data is not None or validation_split:
+        return validation_split
+    if not data.is_array_like(x) and not isinstance(x, torch.utils.data.TensorDataset):
+        raise ValueError("epochs: 'auto' watches the validation loss; x is not an array, so pass "
+                         "validation_data=... as well")
+    warnings.warn("fit(epochs='auto'): no validation data given, so the last 20% of the samples are "
+                  "held out (validation_split=0.2).", UserWarning, stacklevel=4)
+    return 0.2
+
+
+def _record_stop(model, history, cbs, interrupt):
+    """Why training stopped (``history.stop_reason``), and what EarlyStopping watched and restores."""
+    if interrupt.requested:
+        model.stop_reason = "interrupted"
+        history.interrupted = True
+    if model.stop_reason is None and model.stop_training:
+        model.stop_reason = "stopped"
+    history.stop_reason = model.stop_reason or "epochs"
+    for cb in cbs:
+        if getattr(cb, "stopped_epoch", 0) and isinstance(getattr(cb, "monitor", None), str):
+            history.stop_monitor = cb.monitor  # what diagnose() names when EarlyStopping stopped it
+        if isinstance(cb, EarlyStopping) and cb.restore_best_weights and cb.best_weights is not None:
+            history.restored_epoch = cb.best_epoch  # its on_train_end puts these weights back
 
 
 def train_epoch(model, train, cbs, interrupt=None):
