@@ -28,6 +28,19 @@ class TwoInputs(fitkit.Model):
         return self.a(left) + self.b(right)
 
 
+class TwoHeads(fitkit.Model):
+    """One linear layer whose first column and other two columns are two named outputs."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return {self.names[0]: h[:, :1], self.names[1]: h[:, 1:]}
+
+
 def _xy(n=64, d=4, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
@@ -103,16 +116,7 @@ def test_predict_before_compile_returns_numpy_for_numpy_and_tensors_otherwise():
 
 
 def test_predict_with_steps_and_multi_output():
-    class TwoHeads(fitkit.Model):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 3)
-
-        def forward(self, x):
-            h = self.fc(x)
-            return {"a": h[:, :1], "b": h[:, 1:]}
-
-    model = TwoHeads()
+    model = TwoHeads(names=("a", "b"))
     out = model.predict(_xy(10)[0], batch_size=4, steps=2, verbose=0)
     assert out["a"].shape == (8, 1) and out["b"].shape == (8, 2)
 
@@ -268,17 +272,8 @@ def test_custom_train_step_is_used_and_its_logs_are_the_epoch_logs():
 
 
 def test_multi_output_with_dict_losses_and_loss_weights():
-    class TwoHeads(fitkit.Model):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(4, 3)
-
-        def forward(self, x):
-            h = self.fc(x)
-            return {"reg": h[:, :1], "cls": h[:, 1:]}
-
     torch.manual_seed(0)
-    model = TwoHeads()
+    model = TwoHeads(names=("reg", "cls"))
     x, y = _xy(30)
     targets = {"reg": x[:, 1], "cls": y}
     model.compile(optimizer="sgd", loss={"reg": "mse", "cls": nn.CrossEntropyLoss()},
