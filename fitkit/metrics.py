@@ -1011,16 +1011,17 @@ def _get(identifier, loss, argument):
     )
 
 
-def get(identifier, loss=None):
+def get(identifier, loss=None, argument="metrics"):
     """A :class:`Metric` from a name, a Metric (returned as is), a torchmetrics-style object or a callable.
 
     ``loss`` (the resolved fitkit loss, with ``kind`` and ``from_logits``) decides what "accuracy" means
     and whether precision/recall/f1/auc see logits. String metrics keep the given string as their name.
+    ``argument`` is the compile argument named in errors ("metrics" or "weighted_metrics").
 
     >>> get("acc").name
     'acc'
     """
-    return _get(identifier, loss, "metrics")
+    return _get(identifier, loss, argument)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1116,7 +1117,7 @@ class MetricsContainer:
         for argument, weighted in (("metrics", False), ("weighted_metrics", True)):
             for index, identifiers in enumerate(self._split(self._specs[argument], output_names, argument)):
                 for identifier in identifiers:
-                    metric = _get(identifier, self._loss_of(index, names[index]), argument)
+                    metric = get(identifier, self._loss_of(index, names[index]), argument)
                     if id(metric) in seen:  # one object on several outputs: each needs its own state
                         metric = copy.deepcopy(metric)
                     seen.add(id(metric))
