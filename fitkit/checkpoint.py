@@ -227,51 +227,6 @@ def preserved_rng():
         set_rng_state(state)
 
 
-# ----------------------------------------------------------------------------------------- training state
-
-def training_state(model):
-    """What decides a compiled model's next training step, as tensors and plain data.
-
-    Weights, optimizer and scheduler state, the model's data-order generator, its epoch counter and
-    every global RNG state (:func:`get_rng_state`). ``torch.save`` writes it and
-    ``torch.load(weights_only=True)`` reads it back; :func:`load_training_state` puts it back.
-
-    >>> save(training_state(model), "state.pt")                            # doctest: +SKIP
-    >>> load_training_state(model, read("state.pt"))                       # doctest: +SKIP
-    """
-    state = model.training_state
-    return {
-        "weights": {k: v.detach() for k, v in model.state_dict().items()},
-        "optimizer": model.optimizer.state_dict() if model.optimizer is not None else None,
-        "scheduler": model.scheduler.state_dict() if model.scheduler is not None else None,
-        "generator": state.generator.get_state(),
-        "epoch": int(state.epoch),
-        "rng": get_rng_state(),
-    }
-
-
-def load_training_state(model, state, rng=True):
-    """Put back :func:`training_state`'s output into a model built and compiled as the saved one was.
-
-    ``rng=False`` leaves the global RNGs alone (the model's own generator is restored either way).
-    """
-    check_weights(model, state["weights"], "the training state", what="state",
-                  remedy="Build and compile the model as the saved one was.")
-    if (state["optimizer"] is None) != (model.optimizer is None) or \
-            (state["scheduler"] is None) != (model.scheduler is None):
-        raise ValueError("state: the saved optimizer/scheduler do not match this model's compile (one of them has "
-                         "one the other lacks); compile the model as the saved one was")
-    model.load_state_dict(state["weights"])
-    if state["optimizer"] is not None:
-        model.optimizer.load_state_dict(state["optimizer"])
-    if state["scheduler"] is not None:
-        model.scheduler.load_state_dict(state["scheduler"])
-    model.training_state.generator.set_state(state["generator"])
-    model.training_state.epoch = state["epoch"]
-    if rng:
-        set_rng_state(state["rng"])
-
-
 # ----------------------------------------------------------------------------------------- plain data
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
@@ -592,10 +547,9 @@ def save_model(model, filepath, overwrite=True, architecture="auto", allow=()):
         raise ValueError(f"architecture: got {architecture!r}; expected 'auto', 'import' (class import path and "
                          "constructor arguments) or 'pickle' (the module pickled)")
     state = model.training_state
-    generator = getattr(state, "_generator", None)
     # What lives on the model but is not architecture: compile's objects, the fit state, the last batch.
     replace = [(state, type(state)())]
-    for name in ("_compiled", "history", "_example"):
+    for name in ("_compiled", "history", "_input_example"):
         value = getattr(model, name, None)
         if value is not None:
             replace.append((value, None))
@@ -606,8 +560,7 @@ def save_model(model, filepath, overwrite=True, architecture="auto", allow=()):
         "architecture": _architecture(model, architecture, replace, allow),
         "weights": {k: v.detach() for k, v in model.state_dict().items()},
         "compile": _compile_entry(model, allow),
-        "training": {"epoch": int(state.epoch),
-                     "generator": generator.get_state() if generator is not None else None},
+        "training": state.state_dict(model_state=False),
         "history": history.to_dict() if hasattr(history, "to_dict") else None,
     }
     save(payload, path)
@@ -655,9 +608,7 @@ def load_model(filepath, base, history_class, allow=(), custom_objects=None, com
     if compile and entry is not None:
         _compile(model, entry, allow, custom_objects, trusted)
     training = data.get("training") or {}
-    model.training_state.epoch = int(training.get("epoch", 0))
-    if training.get("generator") is not None:
-        model.training_state._generator = torch.Generator().set_state(training["generator"])
+    model.training_state.load_state_dict(training)
     if data.get("history") is not None:
         model.history = history_class.from_dict(data["history"])
     return model

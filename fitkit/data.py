@@ -15,7 +15,6 @@ import warnings
 import numpy as np
 import torch
 
-#: What the DataLoader path takes when the user gives a ``Dataset``: the loader's own defaults.
 _ARRAY_KINDS = (np.ndarray, torch.Tensor)
 
 
@@ -219,7 +218,6 @@ class ArraySource:
         self._pass = None  # the pass's leaves in batch order (sliced per batch), or None: index_select _perm
         self._cursor = self.n  # a new pass starts on the first batch
         self.pass_rng_state = None
-        self.targets_checked = False  # set by the first training step (Model.compute_loss)
 
     def _place(self):
         """Move the data to the device once, or keep it on the host (pinned) when it would not fit."""
@@ -244,8 +242,11 @@ class ArraySource:
     @property
     def example(self):
         """The first sample of x (batch of one) for summary()."""
-        x, _ = _rebuilder(self.x)(self._leaves)
-        return map_structure(lambda t: t[:1], x)
+        return map_structure(lambda t: t[:1], self.first_batch()[0])
+
+    def first_batch(self):
+        """The first ``batch_size`` samples in their stored order ``(x, y, sample_weight)``, on the device."""
+        return self._rebuild([t[:self.batch_size].to(self.device) for t in self._leaves])[0]
 
     def _start_pass(self):
         self._cursor = 0
@@ -309,18 +310,23 @@ class ArraySource:
             yield rebuild(batch)[0]
 
 
-def _unpack(batch):
-    """``(x, y, sample_weight)`` from what an iterable yields, by Keras's rule for tuples."""
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0], None, None
-        if len(batch) == 2:
-            return batch[0], batch[1], None
-        if len(batch) == 3:
-            return batch[0], batch[1], batch[2]
-        raise ValueError(f"x: an iterable yielded a {type(batch).__name__} of {len(batch)} items; expected "
-                         "(x,), (x, y) or (x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
-    return batch, None, None
+def unpack_x_y_sample_weight(data, what="x: got"):
+    """``(x, y, sample_weight)`` from a batch or a data tuple, by Keras's rule: a tuple (or list) of one,
+    two or three items is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else is ``x`` alone.
+
+    >>> unpack_x_y_sample_weight((x, y))          # doctest: +SKIP
+    (x, y, None)
+    """
+    if not isinstance(data, (tuple, list)):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data[0], data[1], data[2]
+    raise ValueError(f"{what} a {type(data).__name__} of {len(data)} items; expected (x,), (x, y) or "
+                     "(x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
 
 
 class IterableSource:
@@ -392,7 +398,7 @@ class IterableSource:
             step += 1
             if step <= skip:
                 continue
-            x, y, sw = _unpack(raw)
+            x, y, sw = unpack_x_y_sample_weight(raw, "x: an iterable yielded")
             x = move(tensors(x, "x"), self.device, self.non_blocking)
             y = move(tensors(y, "y"), self.device, self.non_blocking)
             sw = move(tensors(sw, "sample_weight"), self.device, self.non_blocking)
@@ -409,16 +415,11 @@ def _is_dataset(x):
     return isinstance(x, torch.utils.data.Dataset) and not isinstance(x, torch.utils.data.IterableDataset)
 
 
-def _tensor_dataset_arrays(x):
-    """The tensors behind a TensorDataset as (x, y, sw), so it takes the fast in-memory path."""
-    t = x.tensors
-    if len(t) == 1:
-        return t[0], None, None
-    if len(t) == 2:
-        return t[0], t[1], None
-    if len(t) == 3:
-        return t
-    raise ValueError(f"x: a TensorDataset of {len(t)} tensors; expected (x,), (x, y) or (x, y, sample_weight)")
+def _in_memory(x, y, sample_weight):
+    """A TensorDataset's tensors as (x, y, sw), so it takes the fast in-memory path; others as given."""
+    if isinstance(x, torch.utils.data.TensorDataset) and y is None and sample_weight is None:
+        return unpack_x_y_sample_weight(x.tensors, "x: a TensorDataset holds")
+    return x, y, sample_weight
 
 
 def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
@@ -430,8 +431,7 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
     [(4, 3), (4, 3), (2, 3)]
     """
     table = class_weight_table(class_weight) if class_weight is not None else None
-    if isinstance(x, torch.utils.data.TensorDataset) and y is None and sample_weight is None:
-        x, y, sample_weight = _tensor_dataset_arrays(x)
+    x, y, sample_weight = _in_memory(x, y, sample_weight)
     if is_array_like(x):
         x = tensors(x, role)
         y = tensors(y, "y")
@@ -475,8 +475,7 @@ def split_validation(x, y, sample_weight, validation_split):
 
     As Keras: the training part is the first ``floor(n * (1 - validation_split))`` samples.
     """
-    if isinstance(x, torch.utils.data.TensorDataset) and y is None and sample_weight is None:
-        x, y, sample_weight = _tensor_dataset_arrays(x)
+    x, y, sample_weight = _in_memory(x, y, sample_weight)
     if not is_array_like(x):
         raise ValueError(f"validation_split: only works with arrays or tensors, got x of type "
                          f"{type(x).__name__}; pass validation_data instead")
@@ -493,15 +492,37 @@ def split_validation(x, y, sample_weight, validation_split):
     return part(slice(0, split_at)), part(slice(split_at, n))
 
 
-def unpack_validation_data(validation_data):
-    """``(x, y, sw)`` or an iterable from what validation_data holds."""
-    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) and \
-            is_array_like(validation_data[0]):
-        if len(validation_data) == 2:
-            return validation_data[0], validation_data[1], None
-        return tuple(validation_data)
+def _validation_triple(validation_data):
+    """``(x, y, sw)`` of validation_data: a pair or triple of arrays, or a Dataset/DataLoader/iterable."""
     if isinstance(validation_data, (tuple, list)):
-        raise ValueError(f"validation_data: got a {type(validation_data).__name__} of {len(validation_data)} "
-                         "items; expected (x_val, y_val), (x_val, y_val, sample_weight_val), a Dataset, "
-                         "a DataLoader or an iterable of batches")
+        if len(validation_data) not in (2, 3) or not is_array_like(validation_data[0]):
+            raise ValueError(f"validation_data: got a {type(validation_data).__name__} of {len(validation_data)} "
+                             "items; expected (x_val, y_val), (x_val, y_val, sample_weight_val), a Dataset, "
+                             "a DataLoader or an iterable of batches")
+        return unpack_x_y_sample_weight(validation_data, "validation_data: got")
     return validation_data, None, None
+
+
+def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class_weight=None, steps_per_epoch=None,
+          validation_split=0.0, validation_data=None, validation_batch_size=None, validation_steps=None,
+          generator=None, device=None):
+    """fit's data: ``(train, validation)`` batch sources (validation None when there is none).
+
+    ``validation_data`` wins over ``validation_split``, which takes the last samples before shuffling.
+
+    >>> train, val = adapt(np.zeros((10, 3)), np.zeros(10), batch_size=4, validation_split=0.2)
+    >>> train.num_steps, val.num_steps
+    (2, 1)
+    """
+    if validation_data is not None:
+        val = _validation_triple(validation_data)
+    elif validation_split:
+        (x, y, sample_weight), val = split_validation(x, y, sample_weight, validation_split)
+    else:
+        val = None
+    train = source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device,
+                   steps=steps_per_epoch, class_weight=class_weight)
+    if val is not None:
+        val = source(*val, batch_size=validation_batch_size or batch_size, device=device, steps=validation_steps,
+                     role="validation_data")
+    return train, val

@@ -67,3 +67,13 @@ def materialize(logs):
     if isinstance(logs, LazyLogs):
         return dict(logs._materialize())
     return {k: to_float(v) for k, v in logs.items()}
+
+
+def evaluate_result(logs, return_dict=False):
+    """What Keras's ``evaluate`` and ``*_on_batch`` return: the dict of floats with ``return_dict``, else
+    the loss alone when it is the only value, else the list ``[loss, metric, ...]``."""
+    logs = materialize(logs)
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values

@@ -5,33 +5,15 @@ the epoch counter) so that a second ``fit`` call carries on exactly where the fi
 loops themselves live in :mod:`fitkit.trainer`.
 """
 
-import numbers
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, data, losses, metrics, optimizers, seed, trainer
-from .logs import LazyLogs, materialize
-
-
-class TrainingState:
-    """What decides the next step and must carry over between fit calls (and into checkpoints)."""
-
-    def __init__(self):
-        self._generator = None
-        self.epoch = 0            # the epoch running now, or the next one between fit calls
-        self.skip_batches = 0     # batches of the next epoch already done (an exact mid-epoch resume)
-        self.resume_epoch = None  # set by a callback in on_train_begin to start fit at a saved epoch
-        self.train_source = None  # the running fit's training batches (their position is resumable)
-
-    @property
-    def generator(self):
-        """The model's own data-order RNG, created on first use (see :func:`fitkit.seed.new_generator`)."""
-        if self._generator is None:
-            self._generator = seed.new_generator()
-        return self._generator
+from . import checkpoint, compiled, data, losses, metrics, trainer
+from .logs import LazyLogs, evaluate_result
+from .training_state import TrainingState
 
 
 def clear_grads(optimizer):
@@ -47,121 +29,9 @@ def clear_grads(optimizer):
             p.grad = None
 
 
-class LossTracker:
-    """The epoch's mean loss over samples: each batch's loss weighted by its size, as Keras logs it.
-
-    On an accelerator a step only appends the detached loss to a list (no device op, no sync); the
-    weighted mean is computed when somebody reads it, and long epochs are folded into a running sum now
-    and then. On the CPU, where reading a value syncs nothing, the sum is a Python float (float64):
-    the cheapest bookkeeping there is.
-    """
-
-    _FOLD_EVERY = 4096
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self._values, self._sizes = [], []
-        self._sum, self._count = None, 0
-
-    def update(self, loss, batch_size):
-        if loss.is_cpu and loss.numel() == 1:
-            value = loss.item() * batch_size
-            self._sum = value if self._sum is None else self._sum + value
-            self._count += batch_size
-            return
-        self._values.append(loss.detach())
-        self._sizes.append(batch_size)
-        if len(self._values) >= self._FOLD_EVERY:
-            self._fold()
-
-    def _fold(self):
-        values = torch.stack(self._values).float()
-        # non_blocking: the sizes go up without waiting for the device (a fold may happen mid-epoch)
-        sizes = torch.tensor(self._sizes, dtype=values.dtype).to(values.device, non_blocking=True)
-        partial = (values * sizes).sum()
-        self._sum = partial if self._sum is None else self._sum + partial
-        self._count += sum(self._sizes)
-        self._values, self._sizes = [], []
-
-    def result(self):
-        if self._values:
-            self._fold()
-        if self._sum is None or self._count == 0:
-            return torch.tensor(0.0)
-        return self._sum / self._count
-
-    def state_dict(self):
-        """The running state as it is (nothing folded), so a mid-epoch resume sums exactly as before."""
-        return {"values": list(self._values), "sizes": list(self._sizes), "sum": self._sum, "count": self._count}
-
-    def load_state_dict(self, state):
-        self._values, self._sizes = list(state["values"]), list(state["sizes"])
-        self._sum, self._count = state["sum"], state["count"]
-
-
 def _batch_size(y_pred, x):
     leaf = y_pred if isinstance(y_pred, torch.Tensor) else (data.flatten(y_pred) or data.flatten(x))[0]
     return leaf.shape[0] if leaf.dim() else 1
-
-
-def _named_only(spec):
-    """Whether a metrics spec holds only names ("accuracy", "mae"), in lists or dicts, or nothing."""
-    if spec is None or isinstance(spec, str):
-        return True
-    if isinstance(spec, dict):
-        return all(_named_only(v) for v in spec.values())
-    if isinstance(spec, (list, tuple)):
-        return all(_named_only(v) for v in spec)
-    return False
-
-
-def _output_names(y_pred):
-    if isinstance(y_pred, dict):
-        return list(y_pred)
-    if isinstance(y_pred, (list, tuple)):
-        return [f"output_{i + 1}" for i in range(len(y_pred))]
-    return None
-
-
-class _Compiled:
-    """What compile() set up; a plain object so nn.Module does not register losses as submodules."""
-
-    def __init__(self, optimizer, loss, metrics, weighted_metrics, loss_weights, scheduler,
-                 scheduler_interval, scheduler_monitor, device, config):
-        self.optimizer = optimizer
-        self.loss = loss
-        self.metric_specs = (metrics, weighted_metrics)
-        self.metrics = None           # built at the first step, once the outputs' structure is known
-        self.loss_weights = loss_weights
-        self.scheduler = scheduler
-        self.scheduler_interval = scheduler_interval
-        self.scheduler_monitor = scheduler_monitor
-        self.device = device
-        self.config = config
-        self.tracker = LossTracker()
-        self.part_trackers = {}
-
-
-def _resolve_device(device, model):
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device: got {device!r}; expected a torch device such as 'cpu', 'cuda', "
-                             f"'cuda:1' or 'mps' ({exc})") from None
-    placed = {t.device for t in list(model.parameters()) + list(model.buffers())}
-    non_cpu = [d for d in placed if d.type != "cpu"]
-    if non_cpu:
-        return non_cpu[0]
-    if getattr(model, "_fitkit_placed", False):
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class Model(nn.Module):
@@ -197,11 +67,20 @@ class Model(nn.Module):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._compiled = None
-        self.training_state = TrainingState()
+        self.training_state = TrainingState(self)
         self.stop_training = False
         self.stop_reason = None
         self.history = None
-        self._example = None
+        self._input_example = None  # a batch of one input of the last data seen, for summary()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Files written before the input example was renamed hold "_example" (always None in a file).
+        self.__dict__.pop("_example", None)
+        self.__dict__.setdefault("_input_example", None)
+        # An unpickled model (architecture="pickle") gets the fresh training state save() put in its place.
+        if isinstance(self.__dict__.get("training_state"), TrainingState):
+            self.training_state.model = self
 
     # ------------------------------------------------------------------ placement
     def to(self, *args, **kwargs):
@@ -245,51 +124,14 @@ class Model(nn.Module):
 
         >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
         """
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
-        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
-                or steps_per_execution < 1:
-            raise ValueError(f"steps_per_execution: got {steps_per_execution!r}; expected a positive integer")
-        if scheduler_monitor is not None and not isinstance(scheduler_monitor, str):
-            raise ValueError(f"scheduler_monitor: got {scheduler_monitor!r}; expected a log key such as 'val_loss'")
-        if loss is not None:
-            loss_container = losses.LossContainer(loss, loss_weights)
-        elif loss_weights is not None:
-            raise ValueError("loss_weights: given without a loss; expected loss=... as well")
-        else:
-            loss_container = None
-        for name, value in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
-            if value is not None and not isinstance(value, (list, tuple, dict)):
-                raise ValueError(f"{name}: got {value!r}; expected a list of metrics (e.g. ['accuracy']) "
-                                 "or a dict output name -> list")
-        target = _resolve_device(device, self)
-        if not list(self.parameters()) and not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError("optimizer: the model has no parameters to train; create its layers in __init__ "
-                             "before compile")
-        if target != self.device or any(t.device != target for t in self.parameters()):
-            nn.Module.to(self, target)
-        opt = optimizers.get(optimizer, self.parameters(), device=target)
-        sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
-        if sched is not None:
-            if not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt:
-                raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "
-                                 "compile (or a function optimizer -> scheduler); got "
-                                 f"{type(sched).__name__}" + (" on another optimizer" if hasattr(sched, "step")
-                                                              else ""))
-        config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
-                  "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
-                  "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor}
-        self._compiled = _Compiled(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
-                                   scheduler_interval, scheduler_monitor, target, config)
+        self._compiled = compiled.build(
+            self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
+            weighted_metrics=weighted_metrics, steps_per_execution=steps_per_execution, scheduler=scheduler,
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device)
 
     @property
     def compiled(self):
         return self._compiled is not None
-
-    def _require_compiled(self, what):
-        if self._compiled is None:
-            raise RuntimeError(f"{what}: the model is not compiled; call model.compile(optimizer=..., loss=...)")
-        return self._compiled
 
     @property
     def optimizer(self):
@@ -324,9 +166,8 @@ class Model(nn.Module):
 
     @property
     def metrics_names(self):
-        c = self._require_compiled("metrics_names")
-        names = ["loss"] + [f"{p}_loss" for p in c.part_trackers]
-        return names + (list(c.metrics.names) if c.metrics is not None else [])
+        """The log keys of the compiled loss and metrics (the metrics once a batch has been seen)."""
+        return compiled.require(self, "metrics_names").log_names()
 
     # ------------------------------------------------------------------ steps
     def _forward(self, x):
@@ -337,75 +178,35 @@ class Model(nn.Module):
         return self(x)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss of a batch as compile configured it; also updates the epoch's loss tracker."""
-        c = self._compiled
-        if c.loss is None:
+        """The loss of a batch as compile configured it; also adds it to the epoch's loss tracker."""
+        state = self._compiled
+        if state.loss is None:
             raise RuntimeError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
                                "train_step/compute_loss")
         if y is None:
             raise ValueError("y: the data has no targets; fit and evaluate need (x, y) to compute the loss")
-        total, parts = c.loss(y, y_pred, sample_weight)
-        source = self.training_state.train_source
-        if training and source is not None and not getattr(source, "targets_checked", True):
-            self._prepare_targets(source, y_pred)
-        n = _batch_size(y_pred, x)
-        c.tracker.update(total, n)
-        for name, value in parts.items():
-            tracker = c.part_trackers.get(name)
-            if tracker is None:
-                tracker = c.part_trackers[name] = LossTracker()
-            tracker.update(value, n)
+        total, parts = state.loss(y, y_pred, sample_weight)
+        state.update_loss(total, parts, _batch_size(y_pred, x))
         return total
-
-    def _prepare_targets(self, source, y_pred):
-        """First step of a fit on in-memory data: reconcile all the targets with the loss, once.
-
-        Integer labels of shape ``(N,)`` become the float ``(N, 1)`` that a binary loss wants, say, so
-        no later step pays that cast and reshape (the values are those each step would make). Only with
-        fitkit's own ``train_step`` and metrics given by name, which read targets of either form alike:
-        a custom step or metric sees the targets exactly as the user gave them.
-        """
-        source.targets_checked = True
-        c = self._compiled
-        if type(self).train_step is not Model.train_step or not _named_only(c.metric_specs):
-            return
-        source.map_targets(lambda y: c.loss.prepare_targets(y, y_pred))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Update the compiled metrics with a batch; returns the running logs (read lazily)."""
-        c = self._compiled
-        if c.metrics is None and (c.metric_specs[0] or c.metric_specs[1]):
-            loss = c.loss.single if c.loss is not None and c.loss.single is not None else \
-                (c.loss.losses if c.loss is not None else None)
-            c.metrics = metrics.MetricsContainer(c.metric_specs[0], c.metric_specs[1], loss=loss,
-                                                 output_names=_output_names(y_pred))
-        if c.metrics is not None and y is not None:
-            c.metrics.update(y, y_pred, sample_weight)
+        self._compiled.update_metrics(y, y_pred, sample_weight)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
         """The running loss and metrics as a :class:`~fitkit.logs.LazyLogs` (floats on first read)."""
-        return LazyLogs(self._metric_values)
-
-    def _metric_values(self):
-        c = self._compiled
-        values = {"loss": c.tracker.result()}
-        for name, tracker in c.part_trackers.items():
-            values[f"{name}_loss"] = tracker.result()
-        if c.metrics is not None:
-            values.update(c.metrics.results())
-        return values
+        return LazyLogs(self._compiled.results)
 
     def reset_metrics(self):
         """Start the loss tracker and every metric afresh (fit does it each epoch)."""
-        c = self._compiled
-        if c is None:
-            return
-        c.tracker.reset()
-        for tracker in c.part_trackers.values():
-            tracker.reset()
-        if c.metrics is not None:
-            c.metrics.reset()
+        if self._compiled is not None:
+            self._compiled.reset()
+
+    @property
+    def _default_train_step(self):
+        """Whether ``train_step`` is fitkit's own (then fit may prepare the targets ahead of the steps)."""
+        return type(self).train_step is Model.train_step
 
     def train_step(self, data):
         """One optimisation step on ``data = (x, y, sample_weight)``; returns the running logs.
@@ -482,7 +283,8 @@ class Model(nn.Module):
         """
         return trainer.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
-    def _one_batch(self, x, y=None, sample_weight=None, class_weight=None):
+    def _batch_on_device(self, x, y=None, sample_weight=None, class_weight=None):
+        """``(x, y, sample_weight)`` of one batch given to a ``*_on_batch`` call, as tensors on the device."""
         x, y, sw = data.tensors(x, "x"), data.tensors(y, "y"), data.tensors(sample_weight, "sample_weight")
         data.num_samples((x, y, sw), "x, y and sample_weight")
         if class_weight is not None:
@@ -492,34 +294,27 @@ class Model(nn.Module):
         device = self.device
         return data.move(x, device), data.move(y, device), data.move(sw, device)
 
-    def _batch_result(self, logs, return_dict):
-        logs = materialize(logs)
-        if return_dict:
-            return logs
-        values = list(logs.values())
-        return values[0] if len(values) == 1 else values
-
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One training step on exactly this batch; returns its loss (and metrics)."""
-        self._require_compiled("train_on_batch")
-        batch = self._one_batch(x, y, sample_weight, class_weight)
+        compiled.require(self, "train_on_batch")
+        batch = self._batch_on_device(x, y, sample_weight, class_weight)
         self.train()
         self.reset_metrics()
-        return self._batch_result(self.train_step(batch), return_dict)
+        return evaluate_result(self.train_step(batch), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) of this batch without training."""
-        self._require_compiled("test_on_batch")
-        batch = self._one_batch(x, y, sample_weight)
+        compiled.require(self, "test_on_batch")
+        batch = self._batch_on_device(x, y, sample_weight)
         self.eval()
         self.reset_metrics()
         with torch.no_grad():
-            return self._batch_result(self.test_step(batch), return_dict)
+            return evaluate_result(self.test_step(batch), return_dict)
 
     def predict_on_batch(self, x):
         """Outputs for this batch: NumPy when NumPy went in, CPU tensors otherwise."""
         numpy_out = data.is_numpy_input(x)
-        batch = self._one_batch(x)
+        batch = self._batch_on_device(x)
         self.eval()
         with torch.inference_mode():
             out = self.predict_step(batch)
@@ -593,8 +388,10 @@ class Model(nn.Module):
         content = checkpoint.read(filepath, hint=hint)
         path = os.fspath(filepath)
         target = self
-        if isinstance(content, dict) and content.get("format") in (checkpoint.MODEL_FORMAT, checkpoint.BACKUP_FORMAT):
+        if isinstance(content, dict) and content.get("format") == checkpoint.MODEL_FORMAT:
             weights = content["weights"]
+        elif isinstance(content, dict) and content.get("format") == checkpoint.BACKUP_FORMAT:
+            weights = (content["state"] if "state" in content else content)["weights"]
         else:
             weights = content
             owner = self._weights_owner()
@@ -603,21 +400,12 @@ class Model(nn.Module):
         weights = checkpoint.check_weights(target, weights, path, skip_mismatch)
         target.load_state_dict(weights, strict=not skip_mismatch)
 
-    def _remember_example(self, source):
-        """Keep one input sample so summary() can show output shapes after a fit/evaluate/predict."""
-        if isinstance(source, data.ArraySource):
-            self._example = source.example
-        else:
-            self._example = source
-
     def summary(self, print_fn=None, input_example=None):
         """Print the layers, their output shapes (once the model has seen data) and parameter counts.
 
         ``input_example`` (a batch of inputs) shows output shapes before any fit.
         """
-        example = input_example if input_example is not None else self._example
-        if example is not None and not isinstance(example, (torch.Tensor, list, tuple, dict)):
-            example = getattr(example, "example", None)
+        example = input_example if input_example is not None else self._input_example
         shapes = self._output_shapes(example) if example is not None else {}
         rows = []
         for name, module in self.named_modules():
@@ -691,7 +479,9 @@ class Wrapped(Model):
 
 def _allowlist():
     """fitkit's classes and functions that a model file's pickles may name (see checkpoint.unpack)."""
-    found = [Model, Sequential, Wrapped, TrainingState]
+    # TrainingState lived in fitkit.model until the training state got a room of its own; files written
+    # then name it there.
+    found = [Model, Sequential, Wrapped, TrainingState, (TrainingState, "fitkit.model.TrainingState")]
     for module in (losses, metrics):
         found += [obj for obj in vars(module).values()
                   if callable(obj) and getattr(obj, "__module__", None) == module.__name__]

@@ -1,8 +1,9 @@
 """The loops: fit -> epoch -> step, evaluate and predict, with callback dispatch and logs.
 
-Read it top to bottom: :func:`fit` checks its arguments, adapts the data, then runs
-:func:`train_epoch` and :func:`test_loop` per epoch. The step itself is ``model.train_step``, the one
-place a user overrides to change what a step does.
+Read it top to bottom: :func:`fit` checks its arguments, adapts the data (:func:`fitkit.data.adapt`),
+then runs :func:`run_epoch` per epoch: :func:`train_epoch`, then :func:`evaluate_epoch` on the
+validation data. The step itself is ``model.train_step``, the one place a user overrides to change
+what a step does.
 
 Nothing here reads a device value per step: losses and metrics stay on the device and become Python
 floats at an epoch end, or when a callback (the progress bar at its own rate) reads the batch logs.
@@ -15,13 +16,14 @@ import warnings
 
 import torch
 
-from . import data
+from . import data, preflight
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
+from .compiled import require
 from .history import History
 from .interrupt import GracefulInterrupt
-from .logs import LazyLogs, materialize
+from .logs import LazyLogs, evaluate_result, materialize
 
 _VERBOSE = (0, 1, 2, "auto")
 
@@ -42,10 +44,8 @@ def _check_positive_int(value, name, allow_none=True):
         raise ValueError(f"{name}: got {value!r}; expected a positive integer" + (" or None" if allow_none else ""))
 
 
-def _check_fit_args(model, epochs, initial_epoch, batch_size, validation_split, validation_freq,
-                    steps_per_epoch, validation_steps, validation_batch_size, callbacks, shuffle):
-    if not model.compiled:
-        raise RuntimeError("fit: the model is not compiled; call model.compile(optimizer=..., loss=...) first")
+def _check_fit_args(x, epochs, initial_epoch, batch_size, validation_split, validation_freq, steps_per_epoch,
+                    validation_steps, validation_batch_size, callbacks, shuffle, time_budget):
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"epochs: got {epochs!r}; expected a non-negative integer or 'auto'")
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or initial_epoch < 0:
@@ -63,6 +63,12 @@ def _check_fit_args(model, epochs, initial_epoch, batch_size, validation_split, 
     for cb in callbacks:
         if not hasattr(cb, "set_model"):
             raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
+                                    or time_budget <= 0):
+        raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
+    if x is None:
+        raise ValueError("x: got None; expected training data (arrays, tensors, a Dataset, a DataLoader "
+                         "or an iterable of batches)")
 
 
 def _as_list(callbacks):
@@ -92,90 +98,87 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
         validation_freq=1, max_epochs=1000, time_budget=None):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
+    compiled = require(model, "fit")
     verbose = _check_verbose(verbose)
     user_callbacks = _as_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
         _check_positive_int(max_epochs, "max_epochs", allow_none=False)
         validation_split = _auto_validation_split(x, validation_data, validation_split)
-    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
-                                    or time_budget <= 0):
-        raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
-    _check_fit_args(model, initial_epoch + max_epochs if auto else epochs, initial_epoch, batch_size,
-                    validation_split, validation_freq, steps_per_epoch, validation_steps, validation_batch_size,
-                    user_callbacks, shuffle)
-    if x is None:
-        raise ValueError("x: got None; expected training data (arrays, tensors, a Dataset, a DataLoader "
-                         "or an iterable of batches)")
+    _check_fit_args(x, initial_epoch + max_epochs if auto else epochs, initial_epoch, batch_size, validation_split,
+                    validation_freq, steps_per_epoch, validation_steps, validation_batch_size, user_callbacks,
+                    shuffle, time_budget)
     state = model.training_state
-    device = model.device
-
-    if validation_data is None and validation_split:
-        (x, y, sample_weight), val = data.split_validation(x, y, sample_weight, validation_split)
-    elif validation_data is not None:
-        val = data.unpack_validation_data(validation_data)
-    else:
-        val = None
-    train = data.source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle,
-                        generator=state.generator, device=device, steps=steps_per_epoch,
-                        class_weight=class_weight)
-    val_source = None
-    if val is not None:
-        val_source = data.source(*val, batch_size=validation_batch_size or batch_size, device=device,
-                                 steps=validation_steps, role="validation_data")
-    model._remember_example(train)
+    train, val = data.adapt(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight,
+                            steps_per_epoch=steps_per_epoch, validation_split=validation_split,
+                            validation_data=validation_data, validation_batch_size=validation_batch_size,
+                            validation_steps=validation_steps, generator=state.generator, device=compiled.device)
+    preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
     if auto:
         epochs = initial_epoch + max_epochs
         if not any(isinstance(cb, EarlyStopping) for cb in user_callbacks):
             user_callbacks.append(EarlyStopping(monitor="val_loss", restore_best_weights=True,
                                                 patience=auto_patience(train.num_steps, max_epochs)))
-
     # Keras uses (and returns) a History the user passed in callbacks.
     history = next((cb for cb in user_callbacks if isinstance(cb, History)), None) or History()
-    params = {"verbose": verbose, "epochs": epochs, "steps": train.num_steps}
-    cbs = _callback_list(model, user_callbacks, verbose, params, history)
-    model.stop_training = False
-    model.stop_reason = None
-    logs = {}
-    epoch = initial_epoch
-
-    state.train_source = train
-    started = time.perf_counter()
-    with GracefulInterrupt() as interrupt:
-        for cb in list(cbs):  # BackupAndRestore loads its backup before any callback starts
-            if hasattr(cb, "restore_training"):
-                cb.restore_training(cbs)
-        cbs.on_train_begin()
-        # A callback restoring a backup (BackupAndRestore) may move the start, even into an epoch.
-        if state.resume_epoch is not None:
-            initial_epoch, state.resume_epoch = state.resume_epoch, None
-        try:
-            for epoch in range(initial_epoch, epochs):
-                state.epoch = epoch
-                cbs.on_epoch_begin(epoch)
-                logs = train_epoch(model, train, cbs, interrupt)
-                if interrupt.requested:
-                    break
-                if val_source is not None and (epoch + 1) % validation_freq == 0:
-                    val_logs = test_loop(model, val_source, cbs)
-                    logs.update({"val_" + k: v for k, v in val_logs.items()})
-                step_scheduler(model, logs, per="epoch")
-                state.epoch = epoch + 1
-                cbs.on_epoch_end(epoch, logs)
-                if getattr(train, "exhausted", False):
-                    model.stop_training = True
-                    model.stop_reason = model.stop_reason or "data_exhausted"
-                if time_budget is not None and _out_of_time(started, epoch + 1 - initial_epoch, time_budget):
-                    model.stop_training = True
-                    model.stop_reason = model.stop_reason or "time_budget"
-                if model.stop_training:
-                    break
-        finally:
-            _record_stop(model, history, cbs, interrupt)
-            cbs.on_train_end(logs)
-    state.train_source = None
+    cbs = _callback_list(model, user_callbacks, verbose, {"verbose": verbose, "epochs": epochs,
+                                                          "steps": train.num_steps}, history)
+    model.stop_training, model.stop_reason = False, None
+    state.begin_fit()
+    state.source = train
+    logs, started = {}, time.perf_counter()
+    try:
+        with GracefulInterrupt() as interrupt:
+            for cb in list(cbs):  # BackupAndRestore loads its backup before any callback starts
+                if hasattr(cb, "restore_training"):
+                    cb.restore_training(cbs)
+            cbs.on_train_begin()
+            # A restored backup may move the start, even into an epoch.
+            start = initial_epoch if state.resume_epoch is None else state.resume_epoch
+            state.resume_epoch = None
+            try:
+                for epoch in range(start, epochs):
+                    logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt)
+                    if interrupt.requested or _should_stop(model, train, started, epoch + 1 - start, time_budget):
+                        break
+            finally:
+                _record_stop(model, history, cbs, interrupt)
+                cbs.on_train_end(logs)
+    finally:
+        state.source = None
+        model._input_example = train.example
     model.history = history
     return history
+
+
+def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None):
+    """One epoch: its training batches, validation when due, the scheduler, and the epoch's callbacks.
+
+    Returns the epoch's logs. After Ctrl-C the epoch ends at once: no validation, no ``on_epoch_end``.
+    """
+    state = model.training_state
+    state.epoch = epoch
+    cbs.on_epoch_begin(epoch)
+    logs = train_epoch(model, train, cbs, interrupt)
+    if interrupt is not None and interrupt.requested:
+        return logs
+    if val is not None and (epoch + 1) % validation_freq == 0:
+        logs.update({"val_" + k: v for k, v in evaluate_epoch(model, val, cbs).items()})
+    step_scheduler(model, logs, per="epoch")
+    state.epoch = epoch + 1
+    cbs.on_epoch_end(epoch, logs)
+    return logs
+
+
+def _should_stop(model, train, started, epochs_done, time_budget):
+    """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will."""
+    if getattr(train, "exhausted", False):
+        model.stop_training = True
+        model.stop_reason = model.stop_reason or "data_exhausted"
+    if time_budget is not None and _out_of_time(started, epochs_done, time_budget):
+        model.stop_training = True
+        model.stop_reason = model.stop_reason or "time_budget"
+    return model.stop_training
 
 
 def _auto_validation_split(x, validation_data, validation_split):
@@ -206,38 +209,50 @@ def _record_stop(model, history, cbs, interrupt):
 
 
 def train_epoch(model, train, cbs, interrupt=None):
-    """One pass of ``train_step`` over the epoch's batches; the epoch's logs as floats."""
+    """One pass of ``train_step`` over the epoch's batches; the epoch's logs as floats.
+
+    A resumed epoch (``training_state.step`` > 0) skips the batches already done and starts from the
+    running sums they left.
+    """
+    state, compiled = model.training_state, model._compiled
     model.train()
     model.reset_metrics()
+    running = state.take_running()
+    if running is not None:
+        compiled.load_state_dict(running, compiled.device)
     begin = cbs.on_train_batch_begin if cbs.has("on_train_batch_begin") else None
     end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
-    per_step = model.scheduler is not None and model.scheduler_interval == "step"
+    per_step = compiled.scheduler is not None and compiled.scheduler_interval == "step"
     logs = None
-    skip = model.training_state.skip_batches
+    skip = state.step
     for step, batch in enumerate(train.epoch(skip=skip), start=skip):
         if begin:
             begin(step)
         logs = model.train_step(batch)
+        state.step = step + 1
         if per_step:
-            model.scheduler.step()
+            step_scheduler(model, logs, per="step")
         if end:
             end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
         # As Keras: a batch hook (TerminateOnNaN) may stop the epoch; validation and on_epoch_end still run.
         if model.stop_training or (interrupt is not None and interrupt.requested):
             break
-    model.training_state.skip_batches = 0
+    if interrupt is None or not interrupt.requested:
+        state.step = 0  # the epoch is over (Ctrl-C leaves it unfinished, for a backup to record)
     epoch_logs = materialize(logs)
     epoch_logs["learning_rate"] = model.learning_rate
     return epoch_logs
 
 
 def step_scheduler(model, logs, per):
-    """Step the scheduler given to compile; torch's ReduceLROnPlateau gets the monitored value."""
-    scheduler = model.scheduler
-    if scheduler is None or model.scheduler_interval != per:
+    """Step the scheduler given to compile when ``per`` ("epoch" or "step") is its interval; torch's
+    ReduceLROnPlateau gets the monitored value from ``logs`` (the epoch's, or the batch's)."""
+    compiled = model._compiled
+    scheduler = compiled.scheduler
+    if scheduler is None or compiled.scheduler_interval != per:
         return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        monitor = model.scheduler_monitor or ("val_loss" if "val_loss" in logs else "loss")
+        monitor = compiled.scheduler_monitor or ("val_loss" if "val_loss" in logs else "loss")
         if monitor not in logs:
             raise KeyError(f"scheduler_monitor: {monitor!r} is not logged; the logs hold {sorted(logs)}")
         scheduler.step(logs[monitor])
@@ -247,7 +262,7 @@ def step_scheduler(model, logs, per):
 
 # ----------------------------------------------------------------------------------------- evaluate
 
-def test_loop(model, source, cbs):
+def evaluate_epoch(model, source, cbs):
     """Run ``test_step`` over ``source`` with metrics reset first; the logs as floats."""
     model.eval()
     model.reset_metrics()
@@ -270,22 +285,18 @@ def test_loop(model, source, cbs):
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
              callbacks=None, return_dict=False):
     """Loss and metrics of ``model`` on the data; see :meth:`fitkit.Model.evaluate`."""
+    compiled = require(model, "evaluate")
     verbose = _check_verbose(verbose)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(steps, "steps")
-    if not model.compiled:
-        raise RuntimeError("evaluate: the model is not compiled; call model.compile(loss=...) first")
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
-    source = data.source(x, y, sample_weight, batch_size=batch_size, device=model.device, steps=steps)
-    model._remember_example(source)
+    source = data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device, steps=steps)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
-    logs = test_loop(model, source, cbs)
-    if return_dict:
-        return logs
-    values = list(logs.values())
-    return values[0] if len(values) == 1 else values
+    logs = evaluate_epoch(model, source, cbs)
+    model._input_example = source.example
+    return evaluate_result(logs, return_dict)
 
 
 # ----------------------------------------------------------------------------------------- predict
@@ -309,7 +320,6 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
         raise ValueError("x: got None; expected inputs to predict on")
     numpy_out = data.is_numpy_input(x)
     source = data.source(x, batch_size=batch_size, device=model.device, steps=steps)
-    model._remember_example(source)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
@@ -326,6 +336,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
             if end:
                 end(step, {"outputs": out})
     cbs.on_predict_end()
+    model._input_example = source.example
     if not outputs:
         raise ValueError("x: predict got no batches from the data; expected at least one sample")
     result = _concat(outputs)

@@ -263,7 +263,7 @@ def test_it_backs_up_after_every_other_callback_and_clears_temporaries_of_killed
                  **dict(FIT, epochs=2))
     assert os.listdir(tmp_path) == ["latest.pt"]
     backup = torch.load(tmp_path / "latest.pt", weights_only=True)
-    assert backup["callbacks"]["0:Counter"] == {"ends": 2} and backup["epoch"] == 2
+    assert backup["callbacks"]["0:Counter"] == {"ends": 2} and backup["state"]["epoch"] == 2
     assert backup["callbacks"]["1:History"]["epoch"] == [0, 1]
 
 
@@ -272,14 +272,15 @@ def test_backups_load_with_weights_only_and_hold_the_training_state(tmp_path):
     with pytest.raises(Crash):
         _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path, save_freq=4), CrashAt(1, 5)], **FIT)
     backup = torch.load(tmp_path / "latest.pt", weights_only=True)
-    assert backup["format"] == "fitkit.backup" and (backup["epoch"], backup["batches_done"]) == (1, 3)
-    assert set(backup["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert set(backup) >= {"weights", "optimizer", "scheduler", "generator", "source", "trackers", "metrics",
-                           "callbacks"}
+    state = backup["state"]  # TrainingState.state_dict(): the one owner of the run state
+    assert backup["format"] == "fitkit.backup" and (state["epoch"], state["step"]) == (1, 3)
+    assert set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert set(state) >= {"weights", "optimizer", "scheduler", "generator", "source", "running"}
+    assert set(state["running"]) == {"loss", "parts", "metrics"} and "callbacks" in backup
     assert sorted(backup["callbacks"]) == ["0:History"]
     model = _model()
     model.load_weights(tmp_path / "latest.pt")  # a backup's weights load like a model file's
-    assert torch.equal(model.state_dict()["0.weight"], backup["weights"]["0.weight"])
+    assert torch.equal(model.state_dict()["0.weight"], state["weights"]["0.weight"])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -316,7 +317,7 @@ def test_sigkill_at_an_epoch_boundary_and_mid_epoch_then_restart_ends_bit_for_bi
     assert codes[0][0] == 0, codes[0][1]
     assert [c for c, _ in codes[1:]] == [-signal.SIGKILL] * 2, codes
     assert os.listdir(epoch_dir) == ["latest.pt"] and sorted(os.listdir(batch_dir)) == ["latest.pt", "previous.pt"]
-    assert torch.load(os.path.join(batch_dir, "latest.pt"), weights_only=True)["batches_done"] == 3
+    assert torch.load(os.path.join(batch_dir, "latest.pt"), weights_only=True)["state"]["step"] == 3
     restarts = [_run(dict(FITKIT_BACKUP_DIR=epoch_dir), tmp_path, "epoch"),
                 _run(dict(FITKIT_BACKUP_DIR=batch_dir, FITKIT_SAVE_FREQ="4", FITKIT_DOUBLE="1"), tmp_path, "batch")]
     for proc, _ in restarts:

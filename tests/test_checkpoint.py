@@ -160,15 +160,15 @@ def test_training_state_round_trips_through_a_file_and_training_goes_on_identica
     y = y[:, :1]
     model = build()
     model.fit(x, y, epochs=1, verbose=0)
-    checkpoint.save(checkpoint.training_state(model), tmp_path / "state.pt")
+    checkpoint.save(model.training_state.state_dict(), tmp_path / "state.pt")
     model.fit(x, y, epochs=2, initial_epoch=1, verbose=0)
     other = build()
     other.fit(x, y, epochs=1, verbose=0)  # builds the generator; then everything is overwritten
-    checkpoint.load_training_state(other, checkpoint.read(tmp_path / "state.pt"))
+    other.training_state.load_state_dict(checkpoint.read(tmp_path / "state.pt"))
     assert other.training_state.epoch == 1
     other.fit(x, y, epochs=2, initial_epoch=1, verbose=0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     plain = fitkit.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
     plain.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="state: the saved optimizer/scheduler do not match"):
-        checkpoint.load_training_state(plain, checkpoint.read(tmp_path / "state.pt"))
+        plain.training_state.load_state_dict(checkpoint.read(tmp_path / "state.pt"))

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitkit import losses
-from fitkit.losses import LossContainer, get
+from fitkit.compiled import LossContainer
+from fitkit.losses import get
 
 EPS = 1e-7
 N = 6

@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from fitkit import metrics as M
+from fitkit.compiled import MetricsContainer
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -568,7 +569,7 @@ def test_numpy_inputs_and_user_subclasses():
     assert float(keras_style.result()) == 4.0
     keras_style.reset()
     assert float(keras_style.result()) == 0.0
-    container = M.MetricsContainer([Positives()])
+    container = MetricsContainer([Positives()])
     container.update(T(Y01), T(PROBS))
     assert float(container.results()["positives"]) == 2.0
 
@@ -578,7 +579,7 @@ def test_numpy_inputs_and_user_subclasses():
 
 
 def test_container_single_output():
-    c = M.MetricsContainer(["accuracy", "mae", "mae"], weighted_metrics=["accuracy", "auc"],
+    c = MetricsContainer(["accuracy", "mae", "mae"], weighted_metrics=["accuracy", "auc"],
                            loss=loss("binary", False))
     assert c.names == ["accuracy", "mae", "mae_1", "weighted_accuracy", "auc"]
     y, p, w = binary_data()
@@ -592,18 +593,18 @@ def test_container_single_output():
     assert float(results["auc"]) == pytest.approx(KERAS["auc_w"], rel=1e-6)
     c.reset()
     assert all(float(v) == 0.0 for v in c.results().values())
-    assert M.MetricsContainer(None).names == [] and M.MetricsContainer("mse").names == ["mse"]
+    assert MetricsContainer(None).names == [] and MetricsContainer("mse").names == ["mse"]
 
 
 def test_container_weighted_only_keeps_plain_name():
-    c = M.MetricsContainer(None, weighted_metrics=["accuracy"])
+    c = MetricsContainer(None, weighted_metrics=["accuracy"])
     assert c.names == ["accuracy"]
     c.update(T(Y01), T(PROBS), sample_weight=T([1.0, 0.0, 1.0, 0.0]))
     assert float(c.results()["accuracy"]) == 0.5
 
 
 def test_container_multi_output_dict_and_losses():
-    c = M.MetricsContainer({"cls": ["accuracy"], "reg": "mae"}, weighted_metrics={"cls": ["accuracy"]},
+    c = MetricsContainer({"cls": ["accuracy"], "reg": "mae"}, weighted_metrics={"cls": ["accuracy"]},
                            loss={"cls": loss("binary", True), "reg": loss("regression", False)},
                            output_names=["cls", "reg"])
     assert c.names == ["cls_accuracy", "reg_mae", "cls_weighted_accuracy"]
@@ -618,7 +619,7 @@ def test_container_multi_output_dict_and_losses():
 
 
 def test_container_flat_list_applies_to_every_output():
-    c = M.MetricsContainer(["mae", M.MeanSquaredError(name="mse")], output_names=["a", "b"])
+    c = MetricsContainer(["mae", M.MeanSquaredError(name="mse")], output_names=["a", "b"])
     assert c.names == ["a_mae", "a_mse", "b_mae", "b_mse"]
     metrics = c.metrics
     assert metrics[1] is not metrics[3]  # one object on two outputs: separate states
@@ -628,19 +629,19 @@ def test_container_flat_list_applies_to_every_output():
 
 
 def test_container_list_of_lists_and_inferred_outputs():
-    c = M.MetricsContainer([["mae"], ["mse", "rmse"]])
+    c = MetricsContainer([["mae"], ["mse", "rmse"]])
     assert c.names == []  # outputs only known from the first batch
     c.update([T([1.0]), T([2.0])], [T([0.0]), T([0.0])], sample_weight=[T([1.0])])
     assert c.names == ["output_1_mae", "output_2_mse", "output_2_rmse"]
     assert float(c.results()["output_2_mse"]) == 4.0
-    d = M.MetricsContainer(["mae"])
+    d = MetricsContainer(["mae"])
     d.update({"x": T([1.0]), "y": T([3.0])}, {"x": T([0.0]), "y": T([0.0])})
     assert d.names == ["x_mae", "y_mae"]
     assert float(d.results()["y_mae"]) == 3.0
 
 
 def test_container_per_output_sample_weights():
-    c = M.MetricsContainer(None, weighted_metrics=["mae"], output_names=["a", "b"])
+    c = MetricsContainer(None, weighted_metrics=["mae"], output_names=["a", "b"])
     y = [T([1.0, 1.0]), T([1.0, 1.0])]
     p = [T([0.0, 1.0]), T([0.0, 1.0])]
     c.update(y, p, sample_weight={"a": T([1.0, 0.0]), "b": T([0.0, 1.0])})
@@ -655,7 +656,7 @@ def test_unknown_name_errors():
     with pytest.raises(ValueError, match=r"`metrics`.*'nope'.*accuracy"):
         M.get("nope")
     with pytest.raises(ValueError, match=r"`weighted_metrics`.*'bogus'"):
-        M.MetricsContainer(["mae"], weighted_metrics=["bogus"])
+        MetricsContainer(["mae"], weighted_metrics=["bogus"])
     with pytest.raises(TypeError, match=r"42 in `metrics`"):
         M.get(42)
     with pytest.raises(TypeError, match="metrics"):
@@ -672,14 +673,14 @@ def test_argument_errors():
     with pytest.raises(ValueError, match=r"curve.*'XY'"):
         M.AUC(curve="XY")
     with pytest.raises(ValueError, match=r"`metrics`.*\['c'\]"):
-        M.MetricsContainer({"c": ["mae"]}, output_names=["a", "b"])
+        MetricsContainer({"c": ["mae"]}, output_names=["a", "b"])
     with pytest.raises(ValueError, match=r"`metrics` has 3 entries.*2 outputs"):
-        M.MetricsContainer([["mae"], ["mae"], ["mse"]], output_names=["a", "b"])
+        MetricsContainer([["mae"], ["mae"], ["mse"]], output_names=["a", "b"])
     with pytest.raises(ValueError, match=r"y_true.*\(4, 3\).*\(4, 2\)"):
         value(M.SparseCategoricalAccuracy(), np.zeros((4, 3)), np.zeros((4, 2), "float32"))
     with pytest.raises(ValueError, match=r"precision.*\(4, 3\).*\(4, 2\)"):
         value(M.Precision(), np.zeros((4, 3)), np.zeros((4, 2), "float32"))
-    c = M.MetricsContainer(["mae"], output_names=["a", "b"])
+    c = MetricsContainer(["mae"], output_names=["a", "b"])
     with pytest.raises(ValueError, match=r"y_pred.*\['b'\]"):
         c.update({"a": T([1.0]), "b": T([1.0])}, {"a": T([1.0])})
 

@@ -242,13 +242,13 @@ def test_device_defaults_to_where_the_user_put_the_model(monkeypatch):
 
 
 def test_a_model_left_on_the_cpu_goes_to_cuda_when_present(monkeypatch):
-    from fitkit import model as model_module
+    from fitkit import compiled
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert model_module._resolve_device(None, Net()) == torch.device("cuda")
+    assert compiled.resolve_device(None, Net()) == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert model_module._resolve_device(None, Net()) == torch.device("mps")
-    assert model_module._resolve_device("cpu", Net()) == torch.device("cpu")
+    assert compiled.resolve_device(None, Net()) == torch.device("mps")
+    assert compiled.resolve_device("cpu", Net()) == torch.device("cpu")
 
 
 def test_custom_train_step_is_used_and_its_logs_are_the_epoch_logs():
@@ -301,7 +301,7 @@ class _TargetsSeen(fitkit.callbacks.Callback):
         self.seen = []
 
     def on_train_batch_end(self, batch, logs=None):
-        source = self.model.training_state.train_source
+        source = self.model.training_state.source
         y = source._leaves[1]
         self.seen.append((y.dtype, tuple(y.shape)))
 
@@ -368,7 +368,7 @@ def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
 
 
 def test_loss_tracker_is_the_mean_over_samples():
-    from fitkit.model import LossTracker
+    from fitkit.compiled import LossTracker
 
     tracker = LossTracker()
     for value, n in ((1.0, 32), (2.0, 32), (4.0, 8)):

@@ -13,23 +13,6 @@ _LATEST = "latest.pt"
 _PREVIOUS = "previous.pt"
 
 
-def _metric_objects(model):
-    """Log key -> the Metric that holds the sums (a metric chosen at the first batch: the chosen one)."""
-    container = getattr(model._compiled, "metrics", None)
-    if container is None:
-        return {}
-    found = {}
-    for key, metric in zip(container.names, container.metrics):
-        metric = getattr(metric, "resolved", None) or metric
-        if callable(getattr(metric, "states", None)):
-            found[key] = metric
-    return found
-
-
-def _to(value, device):
-    return value.to(device) if isinstance(value, torch.Tensor) else value
-
-
 def _to_device(value, device):
     """Tensors in a callback's state back on the model's device (the backup is read onto the CPU)."""
     if isinstance(value, torch.Tensor):
@@ -41,9 +24,18 @@ def _to_device(value, device):
     return value
 
 
-def _tracker_to(state, device):
-    return {"values": [_to(v, device) for v in state["values"]], "sizes": list(state["sizes"]),
-            "sum": _to(state["sum"], device), "count": state["count"]}
+def _training_state_of(backup):
+    """The backup's training state; a backup written before TrainingState owned it kept its parts at the
+    top level, which are gathered here so that a run started with an older fitkit still resumes."""
+    if "state" in backup:
+        return backup["state"]
+    trackers = backup.get("trackers")
+    state = {key: backup[key] for key in ("weights", "optimizer", "scheduler", "generator", "epoch", "rng")}
+    state.update({"step": backup["batches_done"], "source": backup.get("source"), "running": None})
+    if trackers:
+        state["running"] = {"loss": trackers["loss"], "parts": trackers.get("parts") or {},
+                            "metrics": backup.get("metrics") or {}}
+    return state
 
 
 class BackupAndRestore(Callback):
@@ -96,7 +88,8 @@ class BackupAndRestore(Callback):
         self._previous = os.path.join(backup_dir, _PREVIOUS)
         self._callbacks = None
         self._resume = None        # the backup being restored, until its last part is applied
-        self._phase = None         # what of a mid-epoch resume is still to apply: epoch_begin, batch_begin, batch_end
+        self._resume_state = None  # its training state
+        self._phase = None         # what of a mid-epoch resume is still to apply: epoch_begin, batch_begin
         self._since_save = 0       # training batches since the last backup
         self._position = None      # (epoch, batches done in it) after the last hook seen
         self._saved_position = None
@@ -113,35 +106,32 @@ class BackupAndRestore(Callback):
         if callbacks.callbacks[-1] is not self:
             callbacks.callbacks.remove(self)
             callbacks.append(self)
-        self._resume, self._phase, self._save_at_epoch_end = None, None, False
+        self._resume, self._resume_state, self._phase, self._save_at_epoch_end = None, None, None, False
         self._since_save, self._position, self._saved_position = 0, None, None
         checkpoint.remove_stale_temporaries(self._latest)
         checkpoint.remove_stale_temporaries(self._previous)
         backup = self._read()
         if backup is None:
             return
-        self._check(backup)
-        self._apply_model(backup)
+        saved = _training_state_of(backup)
+        self._check(backup, saved)
         model, state = self.model, self.model.training_state
-        state.epoch = backup["epoch"]
-        state.resume_epoch = backup["epoch"]
-        state.skip_batches = backup["batches_done"]
-        source = state.train_source
-        if backup.get("source") is not None and hasattr(source, "load_state_dict"):
-            source.load_state_dict(backup["source"])
+        state.load_state_dict(saved, rng=False, checked=True)
+        state.resume_epoch = state.epoch
         if backup["stop_training"]:
             # It had stopped (EarlyStopping) before it could finish: it ends now, as it would have.
             model.stop_training, model.stop_reason = True, backup["stop_reason"]
-            state.resume_epoch = max(backup["epoch"], self.params.get("epochs") or 0)
-            state.skip_batches = 0
+            state.resume_epoch = max(state.epoch, self.params.get("epochs") or 0)
+            state.begin_fit()
         for key, cb in self._stateful():
             if key in backup["callbacks"] and not self._is_history(cb):
                 cb.load_state_dict(_to_device(backup["callbacks"][key], model.device))
         self._since_save = backup["since_save"]
-        self._position = self._saved_position = (backup["epoch"], backup["batches_done"])
+        self._position = self._saved_position = (state.epoch, state.step)
         self._epoch_begin_rng = backup.get("epoch_begin_rng")
         self._resume = backup
-        self._phase = "epoch_begin" if state.skip_batches else None
+        self._resume_state = saved
+        self._phase = "epoch_begin" if state.step else None
 
     def _read(self):
         """The latest backup, or the previous one when the latest is missing or unreadable."""
@@ -166,29 +156,14 @@ class BackupAndRestore(Callback):
                              + ". Delete the folder to start training afresh.")
         return None
 
-    def _check(self, backup):
+    def _check(self, backup, saved):
         """Every mismatch between the backup and this model, raised before anything changes."""
-        model = self.model
         if backup.get("version", 0) > checkpoint.FORMAT_VERSION:
             raise ValueError(f"backup_dir: the backup in {self.backup_dir!r} has format version {backup['version']}; "
                              f"this fitkit reads up to {checkpoint.FORMAT_VERSION}: upgrade fitkit")
-        checkpoint.check_weights(model, backup["weights"], self._read_path, what="backup_dir",
-                                 remedy=f"Build the model the backed-up run trained, or delete {self.backup_dir!r}.")
-        if model.optimizer is None:
-            raise RuntimeError("BackupAndRestore: the model is not compiled; compile it before fit")
-        saved = [len(g["params"]) for g in backup["optimizer"]["param_groups"]]
-        have = [len(g["params"]) for g in model.optimizer.param_groups]
-        if saved != have:
-            raise ValueError(f"backup_dir: the backup's optimizer has param groups of sizes {saved}; this model's has "
-                             f"{have}. Compile as the backed-up run did, or delete {self.backup_dir!r}")
-        if (backup["scheduler"] is None) != (model.scheduler is None):
-            raise ValueError(f"backup_dir: the backup was made {'without' if backup['scheduler'] is None else 'with'} "
-                             f"a scheduler, this model is compiled {'with' if model.scheduler else 'without'} one. "
-                             f"Compile as the backed-up run did, or delete {self.backup_dir!r}")
-
-    def _apply_model(self, backup):
-        """Weights, optimizer, scheduler, the data-order generator and the epoch (re-applied mid-epoch)."""
-        checkpoint.load_training_state(self.model, backup, rng=False)
+        self.model.training_state.check(saved, what="backup_dir", where=self._read_path,
+                                        remedy=f"Build and compile the model as the backed-up run did, or delete "
+                                               f"{self.backup_dir!r} to start afresh.")
 
     def _set_rng(self, rng, generator):
         checkpoint.set_rng_state(rng)
@@ -199,7 +174,7 @@ class BackupAndRestore(Callback):
         if backup is None:
             return
         # Last of all on_train_begin hooks: the RNGs are as they were when the backup was made.
-        self._set_rng(backup["rng"], backup["generator"])
+        self._set_rng(self._resume_state["rng"], self._resume_state["generator"])
         for key, cb in self._stateful():
             if key in backup["callbacks"] and self._is_history(cb):
                 cb.load_state_dict(backup["callbacks"][key])  # History's own on_train_begin clears it
@@ -211,7 +186,7 @@ class BackupAndRestore(Callback):
             # Resuming inside this epoch: other callbacks just ran on_epoch_begin once more (a
             # LearningRateScheduler set the rate again); put back what the backup holds, and the RNGs
             # of this epoch's start so the data order is drawn again as it was.
-            self._apply_model(self._resume)
+            self.model.training_state.load_state_dict(self._resume_state, rng=False, checked=True)
             if self._epoch_begin_rng is not None:
                 self._set_rng(self._epoch_begin_rng["rng"], self._epoch_begin_rng["generator"])
             self._phase = "batch_begin"
@@ -223,31 +198,13 @@ class BackupAndRestore(Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._phase != "batch_begin":
             return
-        backup, compiled = self._resume, self.model._compiled
-        self._set_rng(backup["rng"], backup["generator"])  # the skipped batches' data was drawn again
-        device = self.model.device
-        trackers = backup.get("trackers") or {}
-        if "loss" in trackers:
-            compiled.tracker.load_state_dict(_tracker_to(trackers["loss"], device))
-        for name, state in (trackers.get("parts") or {}).items():
-            tracker = compiled.part_trackers.get(name)
-            if tracker is None:
-                tracker = compiled.part_trackers[name] = type(compiled.tracker)()
-            tracker.load_state_dict(_tracker_to(state, device))
-        self._phase = "batch_end"
+        # The skipped batches' data was drawn again; the RNGs go back to where the backup was made.
+        self._set_rng(self._resume_state["rng"], self._resume_state["generator"])
+        self._phase, self._resume, self._resume_state = None, None, None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._phase == "batch_end":
-            # The metrics exist once a step ran: add the sums of the batches before the backup (a
-            # sum + one batch is the same float as one batch + the sum).
-            saved = self._resume.get("metrics") or {}
-            for key, metric in _metric_objects(self.model).items():
-                for name, value in (saved.get(key) or {}).items():
-                    current = getattr(metric, name, None)
-                    if isinstance(current, torch.Tensor):
-                        setattr(metric, name, current + value.to(device=current.device, dtype=current.dtype))
-            self._phase, self._resume = None, None
-        self._position = (self.model.training_state.epoch, batch + 1)
+        state = self.model.training_state
+        self._position = (state.epoch, state.step)
         self._since_save += 1
         if self.save_freq in ("epoch", False) or self._since_save < self.save_freq:
             return
@@ -274,7 +231,7 @@ class BackupAndRestore(Callback):
                 self._save()
         elif self.delete_checkpoint and (model.stop_training or (self._position or (0, 0)) >= (epochs, 0)):
             self._delete()
-        self._resume, self._phase, self._callbacks = None, None, None
+        self._resume, self._resume_state, self._phase, self._callbacks = None, None, None, None
 
     # ------------------------------------------------------------------ saving
 
@@ -302,30 +259,18 @@ class BackupAndRestore(Callback):
                 and torch.distributed.get_rank() != 0:
             self._since_save, self._saved_position = 0, self._position
             return  # one writer: rank 0 (every rank holds the same state)
-        model, state = self.model, self.model.training_state
-        epoch, done = self._position
-        compiled = model._compiled
-        source = state.train_source
-        backup = checkpoint.training_state(model)
-        backup.update({
+        model = self.model
+        done = self._position[1]
+        backup = {
             "format": checkpoint.BACKUP_FORMAT,
             "version": checkpoint.FORMAT_VERSION,
-            "epoch": epoch,
-            "batches_done": done,
+            "state": model.training_state.state_dict(),
             "epoch_begin_rng": self._epoch_begin_rng if done else None,
-            "source": source.state_dict() if hasattr(source, "state_dict") else None,
-            "trackers": None,
-            "metrics": None,
             "callbacks": {key: cb.state_dict() for key, cb in self._stateful()},
             "stop_training": bool(model.stop_training),
             "stop_reason": model.stop_reason,
             "since_save": 0,
-        })
-        if done:
-            backup["trackers"] = {"loss": compiled.tracker.state_dict(),
-                                  "parts": {k: t.state_dict() for k, t in compiled.part_trackers.items()}}
-            backup["metrics"] = {key: {name: value.detach().clone() for name, value in metric.states().items()}
-                                 for key, metric in _metric_objects(model).items()}
+        }
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(self._latest):
             os.replace(self._latest, self._previous)
