@@ -105,6 +105,14 @@ class TrainingState:
                 if saved != have:
                     raise ValueError(f"{what}: the saved optimizer has param groups of sizes {saved}; this model's "
                                      f"has {have}. {remedy}")
+                # Another optimizer class has other hyperparameters (SGD's momentum, Adam's betas): loading
+                # its state would fail half-way, after the weights were replaced.
+                saved_keys = set(state["optimizer"]["param_groups"][0]) - {"params"} if saved else set()
+                have_keys = set(optimizer.param_groups[0]) - {"params"} if have else set()
+                if saved_keys != have_keys:
+                    raise ValueError(f"{what}: the saved optimizer is not a {type(optimizer).__name__} like this "
+                                     f"model's: it has the hyperparameters {sorted(saved_keys - have_keys)} and lacks "
+                                     f"{sorted(have_keys - saved_keys)}. {remedy}")
 
     def load_state_dict(self, state, rng=True, checked=False):
         """Put back what :meth:`state_dict` returned, into a model built and compiled as the saved one.

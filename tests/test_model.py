@@ -153,6 +153,44 @@ def test_scheduler_factory_and_per_step_interval():
     assert history.history["learning_rate"] == [pytest.approx(0.5 ** 4), pytest.approx(0.5 ** 8)]
 
 
+def test_reduce_lr_on_plateau_stepped_each_batch_watches_the_batch_loss_as_a_hand_loop_does():
+    x, y = _xy(64)
+    y = y.astype(np.float32)
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.compile(optimizer=opt, loss="mse", scheduler_interval="step",
+                  scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0))
+    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+
+    torch.manual_seed(0)
+    hand = Net()
+    hand_opt = torch.optim.SGD(hand.parameters(), lr=0.5)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(hand_opt, factor=0.5, patience=0)
+    lrs = []
+    for _ in range(3):
+        total, count = 0.0, 0
+        for i in range(0, 64, 16):
+            xb, yb = torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16])
+            loss = nn.functional.mse_loss(hand(xb), yb.unsqueeze(1))
+            hand_opt.zero_grad()
+            loss.backward()
+            hand_opt.step()
+            total, count = total + loss.item() * 16, count + 16
+            plateau.step(total / count)  # the batch logs' loss: the running mean over the epoch's samples
+        lrs.append(hand_opt.param_groups[0]["lr"])  # fit logs the rate at the epoch's end
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), hand.parameters()))
+    assert history.history["learning_rate"] == lrs and lrs[-1] < 0.5
+
+
+def test_a_plateau_scheduler_stepped_each_batch_cannot_watch_validation_logs():
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match="scheduler_monitor: got 'val_loss' with scheduler_interval='step'"):
+        model.compile(optimizer=opt, loss="mse", scheduler_interval="step", scheduler_monitor="val_loss",
+                      scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(opt))
+
+
 def test_epoch_scheduler_logs_the_rate_used_during_each_epoch():
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -322,6 +360,32 @@ def test_fit_reconciles_in_memory_targets_with_the_loss_once():
     twin.fit(x, y.astype(np.float32).reshape(-1, 1), batch_size=16, epochs=2, verbose=0)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
     assert model.history.history == twin.history.history
+
+
+def test_targets_are_reconciled_where_the_data_is_prepared_not_by_compute_loss():
+    x, y = _xy()
+
+    class Penalised(Net):  # a compute_loss override that knows nothing of target preparation
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            return super().compute_loss(x, y, y_pred, sample_weight, training) + 0.0 * y_pred.sum()
+
+    class BeforeFirstStep(fitkit.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                y = self.model.training_state.source._leaves[1]
+                self.seen = (y.dtype, tuple(y.shape))
+
+    torch.manual_seed(0)
+    model = Penalised()
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
+    seen = BeforeFirstStep()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[seen])
+    assert seen.seen == (torch.float32, (64, 1))
+    torch.manual_seed(0)
+    twin = Net()
+    twin.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
+    twin.fit(x, y.astype(np.float32).reshape(-1, 1), batch_size=16, epochs=1, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
 
 
 def test_a_custom_train_step_or_metric_object_sees_the_targets_as_given():
