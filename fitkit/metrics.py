@@ -19,11 +19,11 @@ callables; :class:`MetricsContainer` turns them into the named log entries of ``
 import copy
 import functools
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 
+from fitkit.conventions import EPSILON, snake_case
 from fitkit.targets import match_rank, sparse_labels
 
 __all__ = [
@@ -38,16 +38,8 @@ __all__ = [
     "cosine_similarity", "log_cosh",
 ]
 
-EPSILON = 1e-7  # Keras's backend.epsilon(), used where Keras uses it
-
-
 # --------------------------------------------------------------------------------------------------
 # Small tensor helpers
-
-
-def _snake_case(name):
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
 def _tensor(x):
@@ -175,7 +167,7 @@ class Metric:
     """
 
     def __init__(self, name=None):
-        self.name = name or _snake_case(type(self).__name__)
+        self.name = name or snake_case(type(self).__name__)
         self._state_specs = {}
         self._device = None
 
@@ -304,7 +296,7 @@ def _callable_name(fn):
     if isinstance(name, str) and name:
         return name
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
-    return name or _snake_case(type(fn).__name__)
+    return name or snake_case(type(fn).__name__)
 
 
 class MeanMetricWrapper(Mean):
@@ -898,7 +890,7 @@ class TorchMetricWrapper(Metric):
     def __init__(self, obj, name=None):
         own_name = getattr(obj, "name", None)
         super().__init__(name or (own_name if isinstance(own_name, str) and own_name else
-                                  _snake_case(type(obj).__name__)))
+                                  snake_case(type(obj).__name__)))
         self.obj = obj
         self._moved_to = None
 
@@ -928,7 +920,7 @@ def _torch_loss_metric(loss_module):
     def fn(y_true, y_pred):
         return loss_module(y_pred, y_true)
 
-    fn.__name__ = _snake_case(type(loss_module).__name__)
+    fn.__name__ = snake_case(type(loss_module).__name__)
     return fn
 
 
