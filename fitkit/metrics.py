@@ -13,10 +13,10 @@ device without reading it.
 
 ``compile(metrics=[...])`` accepts Keras names ("accuracy", "precision", "auc", "mae", ...), :class:`Metric`
 objects, torchmetrics-style objects (``update``/``compute``/``reset``) and plain ``fn(y_true, y_pred)``
-callables; :class:`MetricsContainer` turns them into the named log entries of ``fit``.
+callables; the compiled metrics container (``fitkit.compiled``) turns them into the named log entries of
+``fit``, calling :func:`get` for each.
 """
 
-import copy
 import functools
 import math
 
@@ -27,7 +27,7 @@ from fitkit.conventions import EPSILON, snake_case
 from fitkit.targets import match_rank, sparse_labels
 
 __all__ = [
-    "Metric", "Mean", "MeanMetricWrapper", "TorchMetricWrapper", "MetricsContainer", "get",
+    "Metric", "Mean", "MeanMetricWrapper", "TorchMetricWrapper", "get",
     "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
     "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "Precision", "Recall", "F1Score", "AUC",
     "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError", "MeanAbsolutePercentageError",
@@ -1014,187 +1014,3 @@ def get(identifier, loss=None, argument="metrics"):
     'acc'
     """
     return _get(identifier, loss, argument)
-
-
-# --------------------------------------------------------------------------------------------------
-# What compile() got
-
-
-def _is_group(x):
-    return x is None or isinstance(x, (list, tuple, dict))
-
-
-def _as_list(x):
-    if x is None:
-        return []
-    if isinstance(x, dict):
-        return [m for v in x.values() for m in _as_list(v)]
-    if isinstance(x, (list, tuple)):
-        return [m for v in x for m in _as_list(v)]
-    return [x]
-
-
-class MetricsContainer:
-    """The metrics of ``compile(metrics=..., weighted_metrics=...)``, built into named :class:`Metric` objects.
-
-    ``metrics``/``weighted_metrics``: a list of identifiers (see :func:`get`); for several outputs, a dict
-    output name -> identifier(s), a list with one list per output, or a flat list applied to every output
-    (log keys "<output>_<metric>"). ``loss``: the resolved loss, or a dict output name -> loss.
-    ``output_names``: the model's outputs; when None and the first ``y_pred`` is a dict or a list of several
-    tensors, names come from the dict keys or are "output_1", "output_2", ...
-
-    Only ``weighted_metrics`` receive ``sample_weight``. Log keys follow Keras 3: duplicates get "_1",
-    "_2"; a weighted metric whose key is already taken becomes "weighted_<name>".
-
-    >>> c = MetricsContainer(["mae"], weighted_metrics=["mae"])
-    >>> c.names
-    ['mae', 'weighted_mae']
-    """
-
-    def __init__(self, metrics=None, weighted_metrics=None, loss=None, output_names=None):
-        # A single identifier is accepted as a list of one.
-        self._specs = {
-            "metrics": metrics if _is_group(metrics) else [metrics],
-            "weighted_metrics": weighted_metrics if _is_group(weighted_metrics) else [weighted_metrics],
-        }
-        self._loss = loss
-        self._output_names = list(output_names) if output_names is not None else None
-        self._entries = None  # (log key, metric, output index, weighted)
-        self._checked = False
-        if self._output_names is not None or not self._per_output_spec():
-            self._build(self._output_names)
-
-    # ---- building
-
-    def _per_output_spec(self):
-        for spec in self._specs.values():
-            if isinstance(spec, dict) or (isinstance(spec, (list, tuple)) and any(_is_group(x) for x in spec)):
-                return True
-        return False
-
-    def _loss_of(self, index, name):
-        loss = self._loss
-        if isinstance(loss, dict):
-            return loss.get(name)
-        if isinstance(loss, (list, tuple)):
-            return loss[index] if index < len(loss) else None
-        return loss
-
-    def _split(self, spec, output_names, argument):
-        """One list of identifiers per output."""
-        n = len(output_names) if output_names else 1
-        if not spec:
-            return [[] for _ in range(n)]
-        if n == 1:
-            if isinstance(spec, dict) and output_names and set(spec) <= set(output_names):
-                return [_as_list(spec.get(output_names[0]))]
-            return [_as_list(spec)]
-        if isinstance(spec, dict):
-            unknown = [k for k in spec if k not in output_names]
-            if unknown:
-                raise ValueError(f"`{argument}` names outputs {unknown} that the model does not have; "
-                                 f"its outputs are {output_names}. Received {argument}={spec!r}.")
-            return [_as_list(spec.get(name)) for name in output_names]
-        if any(_is_group(x) for x in spec):
-            if len(spec) != n:
-                raise ValueError(f"`{argument}` has {len(spec)} entries but the model has {n} outputs "
-                                 f"{output_names}; give one list per output. Received {argument}={spec!r}.")
-            return [_as_list(x) for x in spec]
-        return [list(spec) for _ in range(n)]  # a flat list: every metric on every output
-
-    def _build(self, output_names):
-        multi = output_names is not None and len(output_names) > 1
-        names = output_names if output_names else [None]
-        entries, taken, seen = [], {}, set()
-        for argument, weighted in (("metrics", False), ("weighted_metrics", True)):
-            for index, identifiers in enumerate(self._split(self._specs[argument], output_names, argument)):
-                for identifier in identifiers:
-                    metric = get(identifier, self._loss_of(index, names[index]), argument)
-                    if id(metric) in seen:  # one object on several outputs: each needs its own state
-                        metric = copy.deepcopy(metric)
-                    seen.add(id(metric))
-                    prefix = f"{names[index]}_" if multi else ""
-                    key = prefix + metric.name
-                    if key in taken and weighted:
-                        key = f"{prefix}weighted_{metric.name}"
-                    if key in taken:
-                        taken[key] += 1
-                        key = f"{key}_{taken[key] - 1}"
-                    taken.setdefault(key, 1)
-                    entries.append((key, metric, index, weighted))
-        self._entries = entries
-        self._built_names = output_names
-        self._n_outputs = len(names)
-
-    def _structure(self, y_pred):
-        """At the first batch: learn the outputs from ``y_pred`` when compile did not name them."""
-        self._checked = True
-        if self._output_names is not None:
-            return
-        if isinstance(y_pred, dict) and len(y_pred) > 1:
-            self._build(list(y_pred.keys()))
-        elif isinstance(y_pred, (list, tuple)) and len(y_pred) > 1:
-            self._build([f"output_{i + 1}" for i in range(len(y_pred))])
-        elif self._entries is None:
-            self._build(list(y_pred.keys()) if isinstance(y_pred, dict) else None)
-
-    # ---- per batch
-
-    def _flatten(self, y, what):
-        n = self._n_outputs
-        if isinstance(y, dict):
-            if n == 1 and len(y) == 1:
-                return list(y.values())
-            names = self._built_names or []
-            missing = [name for name in names if name not in y]
-            if missing:
-                raise ValueError(f"{what} has no entry for outputs {missing}; its keys are {list(y)}.")
-            return [y[name] for name in names]
-        if isinstance(y, (list, tuple)):
-            if len(y) != n:
-                raise ValueError(f"{what} holds {len(y)} tensors but the model has {n} outputs.")
-            return list(y)
-        if n != 1:
-            raise ValueError(f"{what} is a single tensor but the model has {n} outputs {self._built_names}.")
-        return [y]
-
-    def update(self, y_true, y_pred, sample_weight=None):
-        """Update every metric with its output; only weighted metrics get ``sample_weight``."""
-        if not self._checked:
-            self._structure(y_pred)
-        if not self._entries:
-            return
-        ys_true = self._flatten(y_true, "y_true")
-        ys_pred = self._flatten(y_pred, "y_pred")
-        if sample_weight is None or isinstance(sample_weight, torch.Tensor):
-            weights = [sample_weight] * self._n_outputs
-        elif isinstance(sample_weight, (list, tuple)) and len(sample_weight) < self._n_outputs:
-            weights = [sample_weight[0]] * self._n_outputs  # Keras repeats the first for every output
-        else:
-            weights = self._flatten(sample_weight, "sample_weight")
-        for _, metric, index, weighted in self._entries:
-            metric.update(ys_true[index], ys_pred[index], sample_weight=weights[index] if weighted else None)
-
-    def results(self):
-        """Log key -> 0-dim tensor (no host sync)."""
-        return {key: metric.result() for key, metric, _, _ in self._entries or ()}
-
-    def reset(self):
-        for _, metric, _, _ in self._entries or ():
-            metric.reset()
-
-    @property
-    def names(self):
-        """Log keys in order (empty until the first batch when the outputs are only known from it)."""
-        return [key for key, _, _, _ in self._entries or ()]
-
-    @property
-    def metrics(self):
-        """The :class:`Metric` objects, in log order."""
-        return [metric for _, metric, _, _ in self._entries or ()]
-
-    def __len__(self):
-        return len(self._entries or ())
-
-    def __repr__(self):
-        return f"MetricsContainer({self.names})"
