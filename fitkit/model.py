@@ -692,10 +692,10 @@ class Wrapped(Model):
 def _allowlist():
     """fitkit's classes and functions that a model file's pickles may name (see checkpoint.unpack)."""
     found = [Model, Sequential, Wrapped, TrainingState]
-    for module in (losses, metrics):
-        found += [obj for obj in vars(module).values()
-                  if callable(obj) and getattr(obj, "__module__", None) == module.__name__]
-    return found
+    found += [obj for obj in vars(losses).values()
+              if callable(obj) and getattr(obj, "__module__", None) == losses.__name__]
+    # A package of family modules, and files saved before it was one name its objects by older paths.
+    return found + metrics.pickle_allowlist()
 
 
 def wrap(module):
