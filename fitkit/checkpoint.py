@@ -342,10 +342,40 @@ def pack(obj):
     return buffer.getvalue()
 
 
-def unsafe_globals(blob, allow=()):
-    """What :func:`unpack` would refuse in ``blob`` without ``trusted=True`` (module.name strings)."""
+@functools.lru_cache(maxsize=None)
+def takes_renamed_globals():
+    """Whether this torch's ``safe_globals`` takes ``(obj, "module.QualName")`` pairs as well as objects.
+
+    A pair allows ``obj`` under a path it was pickled by and has since left (a class moved into a
+    sub-module). A torch without them reads every entry as an object and fails on a pair, so there
+    :func:`unpack` leaves the pairs out, and a file naming an old path needs ``trusted=True``.
+    """
     finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if finder is None or not hasattr(torch.serialization, "safe_globals"):
+        return False
+    try:
+        with torch.serialization.safe_globals([(is_plain, f"{__name__}.renamed_probe")]):
+            finder(io.BytesIO(pack(None)))
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _allowed(allow):
     allowed = list(torch_allowlist()) + list(allow)
+    if takes_renamed_globals():
+        return allowed
+    return [entry for entry in allowed if not isinstance(entry, tuple)]
+
+
+def unsafe_globals(blob, allow=()):
+    """What :func:`unpack` would refuse in ``blob`` without ``trusted=True`` (module.name strings).
+
+    ``allow`` holds classes and functions, and ``(obj, "module.QualName")`` pairs for an object pickled
+    under another path (see :func:`takes_renamed_globals`).
+    """
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    allowed = _allowed(allow)
     if finder is None or not hasattr(torch.serialization, "safe_globals"):
         return ["(this torch cannot list them)"]
     with torch.serialization.safe_globals(allowed):
@@ -362,7 +392,7 @@ def unpack(blob, what, allow=(), trusted=False):
             f"{what}: the file stores it as a pickle that names {', '.join(names)}; unpickling those can run "
             "code from the file, so load_model needs trusted=True to do it. Pass trusted=True only for a file "
             "you trust, or pass custom_objects={...} with the classes you vouch for.")
-    with torch.serialization.safe_globals(list(torch_allowlist()) + list(allow)):
+    with torch.serialization.safe_globals(_allowed(allow)):
         return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 

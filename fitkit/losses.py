@@ -17,9 +17,9 @@ Nothing here reads a value back to the host: no ``.item()``, no data-dependent P
 import torch
 import torch.nn.functional as F
 
+from fitkit.conventions import EPSILON, snake_case
 from fitkit.targets import as_float, dense_targets, match_rank
 
-EPSILON = 1e-7  # keras.backend.epsilon()
 _LOG2 = 0.6931471805599453
 _REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
 KINDS = ("binary", "categorical", "sparse_categorical", "regression", None)
@@ -97,15 +97,6 @@ def reduce_weighted(values, sample_weight=None, reduction="sum_over_batch_size",
 
 # ------------------------------------------------------------------------------------------ bases
 
-def _snake(name):
-    out = []
-    for i, c in enumerate(name):
-        if c.isupper() and i and not name[i - 1].isupper():
-            out.append("_")
-        out.append(c.lower())
-    return "".join(out)
-
-
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -143,7 +134,8 @@ class Loss:
             raise ValueError(
                 f"Invalid value for argument `reduction`: {reduction!r}. Expected one of {_REDUCTIONS}."
             )
-        self.name = name or _snake(type(self).__name__)
+        # Acronyms stay joined ("MyMSELoss" -> "my_mseloss"): the default names losses have always had.
+        self.name = name or snake_case(type(self).__name__, acronyms_as_words=False)
         self.reduction = reduction
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -526,7 +518,8 @@ class LossFunction(Loss):
     """
 
     def __init__(self, fn, name=None, reduction="sum_over_batch_size"):
-        super().__init__(name or getattr(fn, "__name__", None) or _snake(type(fn).__name__), reduction)
+        default = getattr(fn, "__name__", None) or snake_case(type(fn).__name__, acronyms_as_words=False)
+        super().__init__(name or default, reduction)
         self.fn = fn
 
     def _prepare(self, y_true, y_pred):

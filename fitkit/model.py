@@ -482,10 +482,10 @@ def _allowlist():
     # TrainingState lived in fitkit.model until the training state got a room of its own; files written
     # then name it there.
     found = [Model, Sequential, Wrapped, TrainingState, (TrainingState, "fitkit.model.TrainingState")]
-    for module in (losses, metrics):
-        found += [obj for obj in vars(module).values()
-                  if callable(obj) and getattr(obj, "__module__", None) == module.__name__]
-    return found
+    found += [obj for obj in vars(losses).values()
+              if callable(obj) and getattr(obj, "__module__", None) == losses.__name__]
+    # A package of family modules, and files saved before it was one name its objects by older paths.
+    return found + metrics.pickle_allowlist()
 
 
 def wrap(module):
