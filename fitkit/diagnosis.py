@@ -173,8 +173,6 @@ def diagnose(history, monitor=None, mode="auto"):
     # A run whose last value is NaN/inf broke; it is not "still improving" whatever came before.
     improving = bool(values) and is_finite(values[-1]) and still_improving([v for _, v in finite], mode)
     reason = history.stop_reason
-    if reason is None and history.interrupted:
-        reason = "interrupted"
 
     diag = Diagnosis(
         monitor=monitor, mode=mode, best_epoch=best_epoch, best_value=best_value,

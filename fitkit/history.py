@@ -49,8 +49,8 @@ class History(Callback):
     callback set ``stop_training`` without a reason) or another string a callback put in
     ``model.stop_reason``), ``interrupted`` (True after Ctrl-C) and may fill ``stop_monitor`` (the
     key the stopping callback watched) and ``restored_epoch`` (the epoch whose weights
-    ``EarlyStopping(restore_best_weights=True)`` put back, as with ``fit(epochs="auto")``). When the trainer leaves ``stop_reason`` unset, ``on_train_end``
-    reads ``model.stop_reason``, else works it out from ``params["epochs"]`` and ``model.stop_training``.
+    ``EarlyStopping(restore_best_weights=True)`` put back, as with ``fit(epochs="auto")``). The trainer
+    alone decides these, before ``on_train_end``; a History driven by hand keeps what it is given.
     """
 
     def __init__(self):
@@ -84,26 +84,6 @@ class History(Callback):
             self._logged_at.setdefault(key, []).append(epoch)
         if self.model is not None:
             self.model.history = self
-
-    def on_train_end(self, logs=None):
-        if self.stop_reason is None:
-            self.stop_reason = self._infer_stop_reason()
-        if self.stop_reason == "interrupted":
-            self.interrupted = True
-
-    def _infer_stop_reason(self):
-        model = self.model
-        reason = getattr(model, "stop_reason", None)
-        if reason:
-            return str(reason)
-        if self.interrupted:
-            return "interrupted"
-        epochs = self.params.get("epochs") if isinstance(self.params, dict) else None
-        if epochs is not None and (not self.epoch or self.epoch[-1] + 1 >= epochs):
-            return "epochs"
-        if getattr(model, "stop_training", False):
-            return "stopped"
-        return None
 
     # ----- reading the record -----
 
