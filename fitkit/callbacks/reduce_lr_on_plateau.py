@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from .learning_rate_scheduler import current_lr, group_lr, optimizer_of, set_group_lr
+from ..optimizers import current_lr, group_lr, optimizer_of, set_group_lr
 from .monitor import MonitorCallback
 
 
