@@ -15,6 +15,10 @@ Where torch's update rule differs from Keras's, the torch rule is used: Adam, Ad
 decoupled (Keras's form) for Adam, AdamW and Nadam but torch's L2 form for the others; the two agree
 for SGD without momentum. SGD (any momentum, Nesterov included), Adadelta and Nadam follow Keras
 exactly (Nadam through torch's ``momentum_decay=1.0``, which is Keras's 0.96**t momentum schedule).
+
+Learning-rate access (:func:`current_lr`, :func:`group_lr`, :func:`set_group_lr`, :func:`optimizer_of`)
+reads and sets a torch optimizer's per-group ``"lr"``, which fused and capturable optimizers keep as a
+tensor; the learning-rate callbacks go through it.
 """
 
 import difflib
@@ -26,6 +30,7 @@ import torch
 __all__ = [
     "OptimizerSpec", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
     "get", "implementation", "serialize", "deserialize",
+    "optimizer_of", "group_lr", "set_group_lr", "current_lr",
 ]
 
 # Device types whose fused kernels torch 2.13 ships, per class; anything else uses foreach or the loop.
@@ -326,6 +331,40 @@ def _foreach_by_default(params):
     return bool(params) and all(
         type(p) in _PLAIN_TENSOR_TYPES and p.device.type in _FOREACH_DEVICES for p in params
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# learning-rate access: a torch optimizer keeps one "lr" per param group, possibly as a tensor
+
+
+def optimizer_of(model, who):
+    """``model.optimizer`` as a torch optimizer, or a clear error naming the callback ``who``."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "param_groups"):
+        raise TypeError(
+            f"{who} needs model.optimizer to be a torch.optim.Optimizer (compile the model first); "
+            f"got {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+def group_lr(group):
+    """A param group's learning rate as a float (reading a tensor lr syncs; done once per epoch)."""
+    lr = group["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def set_group_lr(group, lr):
+    """Set a param group's learning rate in place, keeping a tensor lr a tensor."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
+def current_lr(optimizer):
+    """The learning rate fitkit logs: the first param group's (the only one in most models)."""
+    return group_lr(optimizer.param_groups[0])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -59,3 +59,52 @@ def test_every_hook_exists_on_the_base_and_does_nothing():
         method = getattr(cb, hook)
         args = (0, None) if "batch" in hook or "epoch" in hook else (None,)
         assert method(*args) is None
+
+
+class GoesLast(Callback):
+    """Moves itself to the end of the list in restore_training, as BackupAndRestore does."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def restore_training(self, callbacks):
+        self.log.append(("restore", self))
+        callbacks.callbacks.remove(self)
+        callbacks.callbacks.append(self)
+
+    def on_train_begin(self, logs=None):
+        self.log.append(("train_begin", self))
+
+
+class Restores(Callback):
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def restore_training(self, callbacks):
+        self.log.append(("restore", self))
+
+    def on_train_begin(self, logs=None):
+        self.log.append(("train_begin", self))
+
+
+def test_restore_training_is_a_declared_no_op_hook_outside_the_index():
+    cb = Callback()
+    assert cb.restore_training(CallbackList()) is None
+    assert "restore_training" not in HOOKS
+    cbs = CallbackList([Counting()])
+    cbs.restore_training()  # nothing overrides it: nothing happens
+    assert cbs.has("on_epoch_end") and not cbs.has("on_train_begin")
+
+
+def test_restore_training_calls_each_callback_once_and_reindexes_after_a_move():
+    log = []
+    last, plain, other = GoesLast(log), Counting(), Restores(log)
+    cbs = CallbackList([last, plain, other])
+    cbs.restore_training()
+    assert log == [("restore", last), ("restore", other)]  # each once, though `last` moved
+    assert list(cbs) == [plain, other, last]
+    log.clear()
+    cbs.on_train_begin()
+    assert log == [("train_begin", other), ("train_begin", last)]  # the hooks follow the new order

@@ -82,3 +82,19 @@ def test_a_type_error_inside_the_schedule_is_not_swallowed():
 def test_verbose_message(capsys):
     run(LearningRateScheduler(lambda e, lr: 0.5, verbose=1), model_with(0.1, 0.1), 1)
     assert "Epoch 1: LearningRateScheduler setting learning rate to 0.5." in capsys.readouterr().out
+
+
+def test_learning_rate_access_lives_with_the_optimizers():
+    from fitkit.optimizers import current_lr, group_lr, optimizer_of, set_group_lr
+
+    model = model_with(0.1, 0.2, tensor_lr=True)
+    opt = optimizer_of(model, "LearningRateScheduler")
+    assert opt is model.optimizer
+    assert current_lr(opt) == pytest.approx(0.1) and group_lr(opt.param_groups[1]) == pytest.approx(0.2)
+    set_group_lr(opt.param_groups[0], 0.05)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor) and current_lr(opt) == pytest.approx(0.05)
+    plain = model_with(0.1, 0.2).optimizer
+    set_group_lr(plain.param_groups[1], 0.5)
+    assert plain.param_groups[1]["lr"] == 0.5
+    with pytest.raises(TypeError, match="LearningRateScheduler needs model.optimizer to be a torch.optim.Optimizer"):
+        optimizer_of(nn.Module(), "LearningRateScheduler")

@@ -32,6 +32,8 @@ def drive(columns, initial_epoch=0, epochs=None, model=None, stop_reason=None, p
     if stop_reason is not None:
         model.stop_training = True
         model.stop_reason = stop_reason
+    # fit records why it stopped before on_train_end (the trainer decides); History infers nothing.
+    h.stop_reason = model.stop_reason or "epochs"
     h.on_train_end()
     return h
 
@@ -187,6 +189,7 @@ def test_interrupted_while_improving():
     for i, (lo, vl) in enumerate(zip(falling(6, 1, 0.8), falling(6, 1.2, 0.8))):
         h.on_epoch_end(i, {"loss": lo, "val_loss": vl})
     h.interrupted = True  # what fit does on KeyboardInterrupt, before on_train_end
+    h.stop_reason = "interrupted"
     h.on_train_end()
     assert h.stop_reason == "interrupted"
     d = h.diagnose()
@@ -207,6 +210,20 @@ def test_stop_reason_set_by_trainer_wins_and_custom_reasons_are_worded():
     assert h.diagnose().stop_wording == "the time budget ran out"
     h2 = drive({"loss": [1.0, 0.9]}, epochs=10, stop_reason="target_reached")
     assert h2.diagnose().stop_wording == "a callback stopped it (stop_reason='target_reached')"
+
+
+def test_history_driven_by_hand_keeps_the_reason_it_is_given():
+    # Why training stopped is the trainer's decision; History's own hooks do not work one out.
+    model = FakeModel()
+    model.stop_training, model.stop_reason = True, "early_stopping"
+    h = History()
+    h.set_model(model)
+    h.set_params({"verbose": 1, "epochs": 1, "steps": 1})
+    h.on_train_begin()
+    h.on_epoch_end(0, {"loss": 1.0})
+    h.on_train_end()
+    assert h.stop_reason is None and h.interrupted is False
+    assert h.diagnose().stop_wording == "no stop reason was recorded"
 
 
 def test_lr_reductions_listed_with_old_and_new_values():

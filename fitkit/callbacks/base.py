@@ -64,6 +64,13 @@ class Callback:
     def on_predict_batch_end(self, batch, logs=None):
         """Called after each prediction batch; ``logs["outputs"]`` holds the batch's outputs."""
 
+    def restore_training(self, callbacks):
+        """Called by fit before any ``on_train_begin``, with fit's :class:`CallbackList`.
+
+        BackupAndRestore loads its backup here, so that every other callback starts from the restored
+        state; a callback may reorder ``callbacks`` in it. Not a Keras hook.
+        """
+
     # Keras 2 names, still used in older callback code.
     def on_batch_begin(self, batch, logs=None):
         """Alias kept for Keras 2 code; called with on_train_batch_begin."""
@@ -138,6 +145,14 @@ class CallbackList:
 
     def has(self, hook):
         return bool(self._by_hook[hook])
+
+    def restore_training(self):
+        """Call ``restore_training(self)`` on each callback that overrides it, before ``on_train_begin``."""
+        # A copy: BackupAndRestore moves itself to the end of the list inside its hook.
+        for cb in list(self.callbacks):
+            if _overrides(cb, "restore_training"):
+                cb.restore_training(self)
+        self._index()  # the order of the hooks follows the list, which may have changed
 
     def __iter__(self):
         return iter(self.callbacks)

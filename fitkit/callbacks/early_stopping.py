@@ -4,8 +4,7 @@ import copy
 
 import torch
 
-from .base import Callback
-from .monitor import checked_mode, is_improvement, warn_missing
+from .monitor import MonitorCallback
 
 
 def snapshot_state(model):
@@ -16,7 +15,7 @@ def snapshot_state(model):
     }
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Stops training when ``monitor`` has not improved for ``patience`` epochs.
 
     After each epoch from ``start_from_epoch`` on, a count of epochs without improvement (``wait``)
@@ -34,41 +33,28 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
-        super().__init__()
-        self.monitor = monitor
-        self.mode = mode
-        self._direction = checked_mode("EarlyStopping", monitor, mode)
-        self.min_delta = abs(min_delta)
+        super().__init__(monitor, mode, min_delta)
         self.patience = patience
         self.verbose = verbose
         self.baseline = baseline
         self.restore_best_weights = restore_best_weights
         self.start_from_epoch = start_from_epoch
         self._reset()
-        self._resumed = False
 
     def _reset(self):
+        super()._reset()
         self.wait = 0
         self.stopped_epoch = 0
-        self.best = None
         self.best_epoch = 0
         self.best_weights = None
-        self._seen_monitor = False
 
     def on_train_begin(self, logs=None):
-        # Each fit starts afresh (Keras re-uses instances this way), unless a state was just loaded.
-        if not self._resumed:
-            self._reset()
-        self._resumed = False
+        self._begin_fit()
 
     def on_epoch_end(self, epoch, logs=None):
-        current = (logs or {}).get(self.monitor)
+        current = self._monitor_value(logs)
         if current is None:
-            if not self._seen_monitor:
-                warn_missing("EarlyStopping", self.monitor, logs)
-                self._seen_monitor = True  # once per fit is enough
             return
-        self._seen_monitor = True
         if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
@@ -77,14 +63,12 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
 
         self.wait += 1
-        if is_improvement(current, self.best, self._direction, self.min_delta):
+        if self._is_improvement(current, self.best):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = snapshot_state(self.model)
-            if self.baseline is None or is_improvement(
-                current, self.baseline, self._direction, self.min_delta
-            ):
+            if self.baseline is None or self._is_improvement(current, self.baseline):
                 self.wait = 0
             return
 
@@ -115,5 +99,4 @@ class EarlyStopping(Callback):
         self.best_epoch = state["best_epoch"]
         self.stopped_epoch = state["stopped_epoch"]
         self.best_weights = state["best_weights"]
-        self._seen_monitor = self.best is not None
-        self._resumed = True
+        self._mark_resumed()

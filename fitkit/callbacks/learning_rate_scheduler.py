@@ -1,8 +1,4 @@
-"""LearningRateScheduler: set the learning rate from a function of the epoch at each epoch start.
-
-Also home of the two small learning-rate helpers that ReduceLROnPlateau and TensorBoard use: a torch
-optimizer keeps one ``"lr"`` per param group, possibly as a tensor (fused/capturable optimizers).
-"""
+"""LearningRateScheduler: set the learning rate from a function of the epoch at each epoch start."""
 
 import inspect
 import numbers
@@ -10,37 +6,8 @@ import numbers
 import numpy as np
 import torch
 
+from ..optimizers import current_lr, group_lr, optimizer_of, set_group_lr
 from .base import Callback
-
-
-def optimizer_of(model, who):
-    """``model.optimizer`` as a torch optimizer, or a clear error naming the callback ``who``."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or not hasattr(optimizer, "param_groups"):
-        raise TypeError(
-            f"{who} needs model.optimizer to be a torch.optim.Optimizer (compile the model first); "
-            f"got {type(optimizer).__name__}."
-        )
-    return optimizer
-
-
-def group_lr(group):
-    """A param group's learning rate as a float (reading a tensor lr syncs; done once per epoch)."""
-    lr = group["lr"]
-    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
-
-
-def set_group_lr(group, lr):
-    """Set a param group's learning rate in place, keeping a tensor lr a tensor."""
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(lr)
-    else:
-        group["lr"] = lr
-
-
-def current_lr(optimizer):
-    """The learning rate fitkit logs: the first param group's (the only one in most models)."""
-    return group_lr(optimizer.param_groups[0])
 
 
 def _takes_lr(schedule):

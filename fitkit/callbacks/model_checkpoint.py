@@ -3,11 +3,10 @@
 import os
 import warnings
 
-from .base import Callback
-from .monitor import checked_mode, is_improvement
+from .monitor import MonitorCallback
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Saves the model (``model.save``) or its weights (``model.save_weights``) during training.
 
     ``filepath`` is a format string filled with ``epoch`` (1-based), every key of the logs
@@ -24,9 +23,8 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch",
                  initial_value_threshold=None):
-        super().__init__()
         try:
-            self.filepath = os.fspath(filepath)
+            path = os.fspath(filepath)
         except TypeError:
             raise TypeError(f"filepath must be a str or os.PathLike; got {filepath!r}.") from None
         if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
@@ -35,13 +33,12 @@ class ModelCheckpoint(Callback):
                 f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive int "
                 "(a number of training batches)."
             )
-        self.monitor = monitor
+        # Only save_best_only compares values, so only then must the direction be known.
+        super().__init__(monitor, mode, compares=save_best_only)
+        self.filepath = path
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
-        self.mode = mode
-        # Only save_best_only compares values, so only then must the direction be known.
-        self._direction = checked_mode("ModelCheckpoint", monitor, mode) if save_best_only else None
         self.save_freq = save_freq
         self.initial_value_threshold = initial_value_threshold
         # Like Keras, best is not reset between fits: a second fit saves only what beats the first.
@@ -96,7 +93,7 @@ class ModelCheckpoint(Callback):
             warnings.warn(f"Can save best model only with {self.monitor} available.", stacklevel=3)
             return True
         best_str = "None" if self.best is None else f"{self.best:.5f}"
-        if is_improvement(current, self.best, self._direction, 0):
+        if self._is_improvement(current, self.best):
             if self.verbose > 0:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best_str} to "
                       f"{current:.5f}, saving model to {filepath}")

@@ -1,7 +1,9 @@
-"""Which way is better for a monitored quantity, and when a new value counts as an improvement.
+"""Watching one logged quantity: which way is better, when a value improves, and :class:`MonitorCallback`.
 
-Shared by EarlyStopping, ReduceLROnPlateau, ModelCheckpoint and ``History.best_epoch`` so that they
-all agree on what "best" means.
+The functions are shared by every callback that watches a quantity and by ``History.best_epoch``, so
+that they all agree on what "best" means. :class:`MonitorCallback` is the base of EarlyStopping,
+ReduceLROnPlateau and ModelCheckpoint (as Keras 3's ``MonitorCallback`` is): it holds ``monitor``,
+``mode``, ``min_delta`` and ``best``, and makes the improvement test and the missing-monitor warning.
 
 >>> resolve_mode("val_accuracy", "auto")
 'max'
@@ -12,6 +14,8 @@ True
 import warnings
 
 import numpy as np
+
+from .base import Callback
 
 # Words that name a quantity to minimise or to maximise. A monitored name is split on "_" (after
 # dropping "val_"); the last word found in either set decides, so "precision_at_recall" is "max"
@@ -78,25 +82,99 @@ def is_improvement(current, best, mode, min_delta=0.0):
     raise ValueError(f"mode must be 'min' or 'max' (see resolve_mode); got mode={mode!r}.")
 
 
-def checked_mode(callback_name, monitor, mode):
+def checked_mode(callback_name, monitor, mode, stacklevel=3):
     """``resolve_mode`` for a callback's constructor: an unknown mode warns and falls back to auto.
 
     Keras does the same (a warning, not an error), so Keras code that passed a typo keeps running.
+    ``stacklevel`` is ``warnings.warn``'s: the default names the caller of the constructor that calls this.
     """
     if mode not in _MODES:
         warnings.warn(
-            f"{callback_name} mode {mode!r} is unknown, fallback to auto mode.", stacklevel=3
+            f"{callback_name} mode {mode!r} is unknown, fallback to auto mode.", stacklevel=stacklevel
         )
         mode = "auto"
     return resolve_mode(monitor, mode)
 
 
-def warn_missing(callback_name, monitor, logs):
+def warn_missing(callback_name, monitor, logs, stacklevel=3):
     """Warn that ``monitor`` is not among the logged keys, naming the keys that are."""
     keys = ", ".join(logs or {}) or "(none)"
     hint = " (val_ keys need validation_data or validation_split)" if monitor.startswith("val_") else ""
     warnings.warn(
         f"{callback_name} is conditioned on monitor={monitor!r}, which is not in the logs{hint}. "
         f"Logged keys: {keys}.",
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
+
+
+class MonitorCallback(Callback):
+    """Base class of the callbacks that watch one logged quantity and keep its best value.
+
+    ``monitor`` is the logged key, ``mode`` is ``"auto"``, ``"min"`` or ``"max"`` as given (an unknown
+    mode warns and falls back to ``"auto"``, as in Keras), ``min_delta`` the margin by which a value
+    must beat the best (its sign is ignored) and ``best`` the best value so far (None until one is
+    seen). The direction is resolved in the constructor, so ``mode="auto"`` on a name it cannot read
+    fails at once; a subclass that never compares values passes ``compares=False`` and accepts any name.
+
+    For subclasses:
+
+    * ``_is_improvement(current, reference)``: whether ``current`` beats ``reference`` (``best``, or a
+      baseline) by more than ``min_delta``; a None reference is always beaten, NaN never beats.
+    * ``_monitor_value(logs)``: ``logs[monitor]``, or None after a warning naming the logged keys, once
+      per fit (``_reset`` re-arms it).
+    * ``_reset()`` forgets ``best`` (extend it with the subclass's counters); ``_begin_fit()``, called
+      from ``on_train_begin``, resets unless ``load_state_dict`` just resumed a run, which it marks
+      with ``_mark_resumed()``.
+
+    >>> class StopAtTarget(MonitorCallback):
+    ...     def __init__(self, target, monitor="val_accuracy"):
+    ...         super().__init__(monitor)
+    ...         self.target = target
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         current = self._monitor_value(logs)
+    ...         if current is not None and self._is_improvement(current, self.target):
+    ...             self.model.stop_training = True
+    """
+
+    def __init__(self, monitor="val_loss", mode="auto", min_delta=0, *, compares=True):
+        super().__init__()
+        self.monitor = monitor
+        self.mode = mode
+        # stacklevel 4: the mode warning names the line that built the callback, past this __init__
+        # and the subclass's.
+        self._direction = checked_mode(type(self).__name__, monitor, mode, stacklevel=4) if compares else None
+        self.min_delta = abs(min_delta)
+        self.best = None
+        self._seen_monitor = False  # seen, or its absence already warned about, in this fit
+        self._resumed = False
+
+    def _is_improvement(self, current, reference):
+        """Whether ``current`` beats ``reference`` by more than ``min_delta`` in this callback's direction."""
+        return is_improvement(current, reference, self._direction, self.min_delta)
+
+    def _monitor_value(self, logs):
+        """``logs[monitor]``, or None when it was not logged (warned about once per fit)."""
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            if not self._seen_monitor:
+                # stacklevel 4 points where it did when each callback called warn_missing itself.
+                warn_missing(type(self).__name__, self.monitor, logs, stacklevel=4)
+                self._seen_monitor = True  # once per fit is enough
+            return None
+        self._seen_monitor = True
+        return current
+
+    def _reset(self):
+        self.best = None
+        self._seen_monitor = False
+
+    def _begin_fit(self):
+        # Each fit starts afresh (Keras re-uses instances this way), unless a state was just loaded.
+        if not self._resumed:
+            self._reset()
+        self._resumed = False
+
+    def _mark_resumed(self):
+        # A restored best means the monitor was logged before; the next fit continues, not resets.
+        self._seen_monitor = self.best is not None
+        self._resumed = True

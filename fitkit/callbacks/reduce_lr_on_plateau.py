@@ -4,12 +4,11 @@ import warnings
 
 import numpy as np
 
-from .base import Callback
-from .learning_rate_scheduler import current_lr, group_lr, optimizer_of, set_group_lr
-from .monitor import checked_mode, is_improvement, warn_missing
+from ..optimizers import current_lr, group_lr, optimizer_of, set_group_lr
+from .monitor import MonitorCallback
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitorCallback):
     """After ``patience`` epochs without improvement, multiply every param group's lr by ``factor``.
 
     The lr never goes below ``min_lr``; after a reduction the callback waits ``cooldown`` epochs before
@@ -21,7 +20,6 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
                  min_delta=1e-4, cooldown=0, min_lr=0.0, **kwargs):
-        super().__init__()
         if factor >= 1.0:
             raise ValueError(
                 f"ReduceLROnPlateau does not support a factor >= 1.0 (it would not reduce the "
@@ -32,48 +30,37 @@ class ReduceLROnPlateau(Callback):
             # but it says so.
             warnings.warn(f"ReduceLROnPlateau ignores the arguments {sorted(kwargs)}, as Keras 3 does.",
                           stacklevel=2)
-        self.monitor = monitor
-        self.mode = mode
-        self._direction = checked_mode("ReduceLROnPlateau", monitor, mode)
+        super().__init__(monitor, mode, min_delta)
         self.factor = factor
         self.patience = patience
         self.verbose = verbose
-        self.min_delta = abs(min_delta)
         self.cooldown = cooldown
         self.min_lr = min_lr
         self._reset()
-        self._resumed = False
 
     def _reset(self):
-        self.best = None
+        super()._reset()
         self.wait = 0
         self.cooldown_counter = 0
-        self._seen_monitor = False
 
     def in_cooldown(self):
         return self.cooldown_counter > 0
 
     def on_train_begin(self, logs=None):
-        if not self._resumed:
-            self._reset()
-        self._resumed = False
+        self._begin_fit()
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = optimizer_of(self.model, "ReduceLROnPlateau")
         if logs is not None:
             logs["learning_rate"] = current_lr(optimizer)
-        current = (logs or {}).get(self.monitor)
+        current = self._monitor_value(logs)
         if current is None:
-            if not self._seen_monitor:
-                warn_missing("ReduceLROnPlateau", self.monitor, logs)
-                self._seen_monitor = True
             return
-        self._seen_monitor = True
 
         if self.in_cooldown():
             self.cooldown_counter -= 1
             self.wait = 0
-        if is_improvement(current, self.best, self._direction, self.min_delta):
+        if self._is_improvement(current, self.best):
             self.best = current
             self.wait = 0
         elif not self.in_cooldown():
@@ -105,5 +92,4 @@ class ReduceLROnPlateau(Callback):
         self.best = state["best"]
         self.wait = state["wait"]
         self.cooldown_counter = state["cooldown_counter"]
-        self._seen_monitor = self.best is not None
-        self._resumed = True
+        self._mark_resumed()

@@ -4,8 +4,8 @@ TensorBoard event files through ``torch.utils.tensorboard``; needs the ``tensorb
 import os
 import warnings
 
+from ..optimizers import current_lr
 from .base import Callback
-from .learning_rate_scheduler import current_lr
 
 
 def _summary_writer_class():
