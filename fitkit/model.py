@@ -11,22 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, compiled, data, losses, metrics, trainer
+from . import checkpoint, compiled, data, losses, metrics, optimizers, trainer
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
-
-
-def clear_grads(optimizer):
-    """``optimizer.zero_grad(set_to_none=True)``: the same effect, without the profiler bracket that
-    torch's ``zero_grad`` opens on every call (a tenth of a small model's step on the CPU). An optimizer
-    with a ``zero_grad`` of its own is called as it is.
-    """
-    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad or "zero_grad" in vars(optimizer):
-        optimizer.zero_grad(set_to_none=True)
-        return
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p.grad = None
 
 
 def _batch_size(y_pred, x):
@@ -161,8 +148,7 @@ class Model(nn.Module):
     @property
     def learning_rate(self):
         """The first param group's learning rate, as a float (what History logs each epoch)."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        return float(lr)
+        return optimizers.current_lr(self.optimizer)
 
     @property
     def metrics_names(self):
@@ -217,7 +203,7 @@ class Model(nn.Module):
         optimizer = self._compiled.optimizer
         y_pred = self._forward(x)
         loss = self.compute_loss(x, y, y_pred, sample_weight)
-        clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
+        optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
         loss.backward()
         optimizer.step()
         return self.compute_metrics(x, y, y_pred, sample_weight)

@@ -30,7 +30,7 @@ import torch
 __all__ = [
     "OptimizerSpec", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
     "get", "implementation", "serialize", "deserialize",
-    "optimizer_of", "group_lr", "set_group_lr", "current_lr",
+    "optimizer_of", "group_lr", "set_group_lr", "current_lr", "clear_grads",
 ]
 
 # Device types whose fused kernels torch 2.13 ships, per class; anything else uses foreach or the loop.
@@ -365,6 +365,22 @@ def set_group_lr(group, lr):
 def current_lr(optimizer):
     """The learning rate fitkit logs: the first param group's (the only one in most models)."""
     return group_lr(optimizer.param_groups[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# clearing gradients
+
+def clear_grads(optimizer):
+    """``optimizer.zero_grad(set_to_none=True)``: the same effect, without the profiler bracket that
+    torch's ``zero_grad`` opens on every call (a tenth of a small model's step on the CPU). An optimizer
+    with a ``zero_grad`` of its own is called as it is.
+    """
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad or "zero_grad" in vars(optimizer):
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
 
 
 # ---------------------------------------------------------------------------------------------------

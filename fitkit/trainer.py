@@ -129,9 +129,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     logs, started = {}, time.perf_counter()
     try:
         with GracefulInterrupt() as interrupt:
-            for cb in list(cbs):  # BackupAndRestore loads its backup before any callback starts
-                if hasattr(cb, "restore_training"):
-                    cb.restore_training(cbs)
+            cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
             start = initial_epoch if state.resume_epoch is None else state.resume_epoch

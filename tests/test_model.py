@@ -410,7 +410,7 @@ def test_a_custom_train_step_or_metric_object_sees_the_targets_as_given():
 
 
 def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
-    from fitkit.model import clear_grads
+    from fitkit.optimizers import clear_grads
 
     model = Net()
     model(torch.randn(2, 4)).sum().backward()
