@@ -552,22 +552,19 @@ class CompiledState:
             self.metrics.reset()
         self._pending_metric_states = None
 
-    def _metric_owners(self):
-        """Log key -> the Metric that holds the sums (for "accuracy", the metric chosen at the first batch)."""
-        found = {}
-        for key, metric in zip(self.metrics.names, self.metrics.metrics) if self.metrics is not None else ():
-            metric = getattr(metric, "resolved", None) or metric
-            if callable(getattr(metric, "states", None)):
-                found[key] = metric
-        return found
+    def _metric_states(self):
+        """Log key -> that metric's accumulators (``Metric.states()``: the tensors themselves, all sums)."""
+        if self.metrics is None:
+            return {}
+        return {key: metric.states() for key, metric in zip(self.metrics.names, self.metrics.metrics)}
 
     def state_dict(self):
         """The running sums as they are: loss trackers and every metric's states (tensors, plain data)."""
         return {
             "loss": self.tracker.state_dict(),
             "parts": {name: tracker.state_dict() for name, tracker in self.part_trackers.items()},
-            "metrics": {key: {name: value.detach().clone() for name, value in metric.states().items()}
-                        for key, metric in self._metric_owners().items()},
+            "metrics": {key: {name: value.detach().clone() for name, value in states.items()}
+                        for key, states in self._metric_states().items()},
         }
 
     def load_state_dict(self, state, device=None):
@@ -586,11 +583,11 @@ class CompiledState:
         self._pending_metric_states = state.get("metrics") or None
 
     def _add_metric_states(self, saved):
-        for key, metric in self._metric_owners().items():
+        for key, states in self._metric_states().items():
             for name, value in (saved.get(key) or {}).items():
-                current = getattr(metric, name, None)
-                if isinstance(current, torch.Tensor):
-                    setattr(metric, name, current + value.to(device=current.device, dtype=current.dtype))
+                current = states.get(name)
+                if current is not None:
+                    current.add_(value.to(device=current.device, dtype=current.dtype))
 
 
 def require(model, what):

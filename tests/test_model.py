@@ -6,16 +6,7 @@ import torch
 from torch import nn
 
 import fitkit
-
-
-class Net(fitkit.Model):
-    def __init__(self, d_in=4, d_out=1):
-        super().__init__()
-        self.fc1 = nn.Linear(d_in, 8)
-        self.fc2 = nn.Linear(8, d_out)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
+from conftest import Net, labelled_data
 
 
 class TwoInputs(fitkit.Model):
@@ -41,18 +32,11 @@ class TwoHeads(fitkit.Model):
         return {self.names[0]: h[:, :1], self.names[1]: h[:, 1:]}
 
 
-def _xy(n=64, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int64)
-    return x, y
-
-
 def test_subclass_is_an_nn_module_and_trains():
     torch.manual_seed(0)
     model = Net()
     assert isinstance(model, nn.Module)
-    x, y = _xy(200)
+    x, y = labelled_data(200)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     # A raw linear output through a probability loss would be wrong; use logits the torch way instead.
     model.compile(optimizer=fitkit.optimizers.Adam(learning_rate=0.05), loss=nn.BCEWithLogitsLoss(),
@@ -68,7 +52,7 @@ def test_sequential_and_add():
     model.add(nn.Linear(3, 1))
     assert len(model) == 3 and list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     model.compile(optimizer="sgd", loss="mse")
-    x, y = _xy(32)
+    x, y = labelled_data(32)
     model.fit(x, y.astype(np.float32), epochs=1, verbose=0)
     with pytest.raises(TypeError, match="module: got int"):
         model.add(3)
@@ -81,7 +65,7 @@ def test_wrap_trains_an_existing_module_without_rewriting_it():
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.5), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     before = plain[0].weight.detach().clone()
-    model.fit(*_xy(64), epochs=3, verbose=0)
+    model.fit(*labelled_data(64), epochs=3, verbose=0)
     assert not torch.equal(before, plain[0].weight)  # the original module's weights were trained
     assert fitkit.wrap(model) is model
     with pytest.raises(TypeError, match="module: got str"):
@@ -105,7 +89,7 @@ def test_multi_input_list_goes_positional_and_dict_goes_keyword():
 def test_predict_before_compile_returns_numpy_for_numpy_and_tensors_otherwise():
     torch.manual_seed(0)
     model = Net()
-    x, _ = _xy(10)
+    x, _ = labelled_data(10)
     out = model.predict(x, batch_size=3, verbose=0)
     assert isinstance(out, np.ndarray) and out.shape == (10, 1)
     expected = model(torch.from_numpy(x)).detach().numpy()
@@ -117,15 +101,15 @@ def test_predict_before_compile_returns_numpy_for_numpy_and_tensors_otherwise():
 
 def test_predict_with_steps_and_multi_output():
     model = TwoHeads(names=("a", "b"))
-    out = model.predict(_xy(10)[0], batch_size=4, steps=2, verbose=0)
+    out = model.predict(labelled_data(10)[0], batch_size=4, steps=2, verbose=0)
     assert out["a"].shape == (8, 1) and out["b"].shape == (8, 2)
 
 
 def test_fit_before_compile_is_a_clear_error():
     with pytest.raises(RuntimeError, match="not compiled"):
-        Net().fit(*_xy(8), verbose=0)
+        Net().fit(*labelled_data(8), verbose=0)
     with pytest.raises(RuntimeError, match="not compiled"):
-        Net().evaluate(*_xy(8), verbose=0)
+        Net().evaluate(*labelled_data(8), verbose=0)
 
 
 def test_compile_errors_name_the_argument_and_change_nothing():
@@ -148,13 +132,13 @@ def test_scheduler_factory_and_per_step_interval():
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=1.0), loss="mse",
                   scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
                   scheduler_interval="step")
-    x, y = _xy(64)
+    x, y = labelled_data(64)
     history = model.fit(x, y.astype(np.float32), batch_size=16, epochs=2, verbose=0)
     assert history.history["learning_rate"] == [pytest.approx(0.5 ** 4), pytest.approx(0.5 ** 8)]
 
 
 def test_reduce_lr_on_plateau_stepped_each_batch_watches_the_batch_loss_as_a_hand_loop_does():
-    x, y = _xy(64)
+    x, y = labelled_data(64)
     y = y.astype(np.float32)
     torch.manual_seed(0)
     model = Net()
@@ -195,7 +179,7 @@ def test_epoch_scheduler_logs_the_rate_used_during_each_epoch():
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     model.compile(optimizer=opt, loss="mse", scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1))
-    x, y = _xy(16)
+    x, y = labelled_data(16)
     history = model.fit(x, y.astype(np.float32), epochs=3, verbose=0)
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001])
 
@@ -205,7 +189,7 @@ def test_train_test_predict_on_batch():
     model = Net(d_out=2)
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.1), loss=nn.CrossEntropyLoss(),
                   metrics=["accuracy"])
-    x, y = _xy(16)
+    x, y = labelled_data(16)
     with torch.no_grad():
         logits = model(torch.from_numpy(x))
     expected_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(y)))
@@ -304,7 +288,7 @@ def test_custom_train_step_is_used_and_its_logs_are_the_epoch_logs():
 
     model = Custom()
     model.compile(optimizer="sgd")
-    history = model.fit(*_xy(40), batch_size=10, epochs=2, verbose=0)
+    history = model.fit(*labelled_data(40), batch_size=10, epochs=2, verbose=0)
     assert Custom.calls == 8
     assert history.history["calls"] == [4.0, 8.0]  # Keras: an epoch's logs are its last step's
 
@@ -312,7 +296,7 @@ def test_custom_train_step_is_used_and_its_logs_are_the_epoch_logs():
 def test_multi_output_with_dict_losses_and_loss_weights():
     torch.manual_seed(0)
     model = TwoHeads(names=("reg", "cls"))
-    x, y = _xy(30)
+    x, y = labelled_data(30)
     targets = {"reg": x[:, 1], "cls": y}
     model.compile(optimizer="sgd", loss={"reg": "mse", "cls": nn.CrossEntropyLoss()},
                   loss_weights={"reg": 0.5, "cls": 2.0}, metrics={"cls": ["accuracy"]})
@@ -331,84 +315,6 @@ def test_multi_output_with_dict_losses_and_loss_weights():
 
 # ------------------------------------------------------------------------------- the step's fast paths
 
-class _TargetsSeen(fitkit.callbacks.Callback):
-    """Records the dtype and shape of the targets fit holds after each batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        source = self.model.training_state.source
-        y = source._leaves[1]
-        self.seen.append((y.dtype, tuple(y.shape)))
-
-
-def test_fit_reconciles_in_memory_targets_with_the_loss_once():
-    x, y = _xy()
-    torch.manual_seed(0)
-    model = Net()
-    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
-    seen = _TargetsSeen()
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[seen])
-    assert seen.seen[0] == (torch.float32, (64, 1))  # from the first step on: (N,) int64 -> float (N, 1)
-    assert set(seen.seen) == {(torch.float32, (64, 1))}
-
-    torch.manual_seed(0)
-    twin = Net()
-    twin.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
-    twin.fit(x, y.astype(np.float32).reshape(-1, 1), batch_size=16, epochs=2, verbose=0)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
-    assert model.history.history == twin.history.history
-
-
-def test_targets_are_reconciled_where_the_data_is_prepared_not_by_compute_loss():
-    x, y = _xy()
-
-    class Penalised(Net):  # a compute_loss override that knows nothing of target preparation
-        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            return super().compute_loss(x, y, y_pred, sample_weight, training) + 0.0 * y_pred.sum()
-
-    class BeforeFirstStep(fitkit.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 0:
-                y = self.model.training_state.source._leaves[1]
-                self.seen = (y.dtype, tuple(y.shape))
-
-    torch.manual_seed(0)
-    model = Penalised()
-    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
-    seen = BeforeFirstStep()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[seen])
-    assert seen.seen == (torch.float32, (64, 1))
-    torch.manual_seed(0)
-    twin = Net()
-    twin.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
-    twin.fit(x, y.astype(np.float32).reshape(-1, 1), batch_size=16, epochs=1, verbose=0)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
-
-
-def test_a_custom_train_step_or_metric_object_sees_the_targets_as_given():
-    x, y = _xy()
-
-    class Custom(Net):
-        def train_step(self, data):
-            self.dtypes.append(data[1].dtype)
-            return super().train_step(data)
-
-    model = Custom()
-    model.dtypes = []
-    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss())
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert model.dtypes == [torch.int64] * 4
-
-    model = Net()
-    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=[fitkit.metrics.BinaryAccuracy()])
-    seen = _TargetsSeen()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[seen])
-    assert set(seen.seen) == {(torch.int64, (64,))}
-
-
 def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
     from fitkit.optimizers import clear_grads
 
@@ -425,24 +331,7 @@ def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
             Counting.calls += 1
             super().zero_grad(set_to_none=set_to_none)
 
-    x, y = _xy()
+    x, y = labelled_data()
     model.compile(optimizer=Counting(model.parameters(), lr=0.1), loss=nn.BCEWithLogitsLoss())
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert Counting.calls == 4
-
-
-def test_loss_tracker_is_the_mean_over_samples():
-    from fitkit.compiled import LossTracker
-
-    tracker = LossTracker()
-    for value, n in ((1.0, 32), (2.0, 32), (4.0, 8)):
-        tracker.update(torch.tensor(value), n)
-    assert float(tracker.result()) == pytest.approx((32 + 64 + 32) / 72)
-    state = tracker.state_dict()
-    again = LossTracker()
-    again.load_state_dict(state)
-    again.update(torch.tensor(1.0), 8)
-    tracker.update(torch.tensor(1.0), 8)
-    assert float(again.result()) == float(tracker.result())
-    tracker.reset()
-    assert float(tracker.result()) == 0.0

@@ -5,19 +5,13 @@ import os
 import pickle
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import fitkit
+from conftest import regression_data, same_weights, small_mlp
 from fitkit import checkpoint
-from fitkit import seed as seed_module
-
-
-@pytest.fixture(autouse=True)
-def _keep_seed(monkeypatch):
-    monkeypatch.setattr(seed_module, "_seed", seed_module._seed)
 
 
 class Net(fitkit.Model):
@@ -77,18 +71,7 @@ def my_loss(y_true, y_pred):
     return ((y_true - y_pred) ** 2).mean()
 
 
-def _data(n=103, d=6):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (x[:, :1] + 0.3 * rng.normal(size=(n, 1))).astype(np.float32)
-    return x, y
-
-
 FIT = dict(batch_size=16, validation_split=0.2, verbose=0)
-
-
-def _sequential():
-    return fitkit.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
 
 
 def _compiled(build, **compile_kwargs):
@@ -101,15 +84,10 @@ def _compiled(build, **compile_kwargs):
     return model
 
 
-def _same(a, b):
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values())) \
-        and a.state_dict().keys() == b.state_dict().keys()
-
-
-@pytest.mark.parametrize("build, kind", [(_sequential, "pickle"), (lambda: Net(6), "import"),
+@pytest.mark.parametrize("build, kind", [(small_mlp, "pickle"), (lambda: Net(6), "import"),
                                          (lambda: Configured(12), "config")], ids=["sequential", "subclass", "config"])
 def test_save_after_two_epochs_load_and_three_more_equals_five_in_one_go(tmp_path, build, kind):
-    x, y = _data()
+    x, y = regression_data()
     ref = _compiled(build)
     ref_history = ref.fit(x, y, epochs=5, **FIT)
     model = _compiled(build)
@@ -122,13 +100,13 @@ def test_save_after_two_epochs_load_and_three_more_equals_five_in_one_go(tmp_pat
     assert isinstance(loaded.scheduler, torch.optim.lr_scheduler.StepLR) and loaded.scheduler.optimizer is \
         loaded.optimizer
     history = loaded.fit(x, y, epochs=5, initial_epoch=loaded.training_state.epoch, **FIT)
-    assert _same(ref, loaded)
+    assert same_weights(ref, loaded)
     assert history.history["loss"] == ref_history.history["loss"][2:]
     assert history.history["val_mae"] == ref_history.history["val_mae"][2:]
 
 
 def test_a_torch_optimizer_with_param_groups_is_rebuilt_with_its_state(tmp_path):
-    x, y = _data()
+    x, y = regression_data()
 
     def build():
         fitkit.set_seed(0)
@@ -148,12 +126,12 @@ def test_a_torch_optimizer_with_param_groups_is_rebuilt_with_its_state(tmp_path)
     assert [g["lr"] for g in loaded.optimizer.param_groups] == [1e-2, 3e-3]
     assert isinstance(loaded.compiled_loss, object) and loaded.scheduler is None
     loaded.fit(x, y, epochs=4, initial_epoch=2, **FIT)
-    assert _same(ref, loaded)
+    assert same_weights(ref, loaded)
 
 
 def test_the_file_loads_with_weights_only_and_holds_what_training_needs(tmp_path):
     model = _compiled(lambda: Net(6, hidden=8))
-    model.fit(*_data(), epochs=1, **FIT)
+    model.fit(*regression_data(), epochs=1, **FIT)
     model.save(tmp_path / "m.pt")
     data = torch.load(tmp_path / "m.pt", weights_only=True)
     assert data["format"] == "fitkit.model"
@@ -174,7 +152,7 @@ def test_a_pickled_model_of_torch_layers_loads_safely(tmp_path):
         warnings.simplefilter("error")
         model.save(tmp_path / "m.pt")
     loaded = fitkit.load_model(tmp_path / "m.pt")
-    assert isinstance(loaded, Head) and _same(model, loaded)
+    assert isinstance(loaded, Head) and same_weights(model, loaded)
     assert loaded.backbone[0].weight.device.type == "cpu" and loaded.backbone[0].weight.requires_grad
 
 
@@ -188,7 +166,7 @@ def test_a_pickle_naming_a_class_outside_the_allowlist_needs_trusted_or_custom_o
         fitkit.load_model(tmp_path / "m.pt")
     for kwargs in (dict(custom_objects={"Block": Block}), dict(trusted=True), dict(safe_mode=False)):
         loaded = fitkit.load_model(tmp_path / "m.pt", **kwargs)
-        assert isinstance(loaded, Head) and isinstance(loaded.backbone, Block) and _same(model, loaded)
+        assert isinstance(loaded, Head) and isinstance(loaded.backbone, Block) and same_weights(model, loaded)
 
 
 def test_a_loss_function_of_the_users_needs_trust_and_torch_loss_modules_do_not(tmp_path):
@@ -213,11 +191,11 @@ def test_what_cannot_be_pickled_is_reported_at_save_and_at_load(tmp_path):
     assert "could not store compile's loss" in text and "could not store the LambdaLR scheduler" in text
     with pytest.warns(UserWarning, match="compiled without"):
         loaded = fitkit.load_model(tmp_path / "m.pt")
-    assert loaded.scheduler is None and loaded.compiled_loss is None and _same(model, loaded)
+    assert loaded.scheduler is None and loaded.compiled_loss is None and same_weights(model, loaded)
 
 
 def test_architecture_choice_and_its_errors(tmp_path):
-    seq = _compiled(_sequential)
+    seq = _compiled(small_mlp)
     with pytest.raises(ValueError, match="architecture: got 'import', but Sequential .*not plain data.*'pickle'"):
         seq.save(tmp_path / "s.pt", architecture="import")
     with pytest.raises(ValueError, match="architecture: got 'json'"):
@@ -227,7 +205,7 @@ def test_architecture_choice_and_its_errors(tmp_path):
     net.save(tmp_path / "n.pt", architecture="pickle")
     assert torch.load(tmp_path / "n.pt", weights_only=True)["architecture"]["kind"] == "pickle"
     loaded = fitkit.load_model(tmp_path / "n.pt")  # Net is imported here, as it must be for "import" too
-    assert isinstance(loaded, Net) and _same(net, loaded) and loaded._fitkit_init_args == ((6,), {})
+    assert isinstance(loaded, Net) and same_weights(net, loaded) and loaded._fitkit_init_args == ((6,), {})
 
 
 def test_constructor_arguments_are_recorded_and_objects_among_them_are_not_pickled():
@@ -237,12 +215,12 @@ def test_constructor_arguments_are_recorded_and_objects_among_them_are_not_pickl
 
 
 def test_model_checkpoint_writes_model_files_that_load_model_reads(tmp_path):
-    model = _compiled(_sequential)
-    model.fit(*_data(), epochs=2, callbacks=[fitkit.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch}.pt"))],
+    model = _compiled(small_mlp)
+    model.fit(*regression_data(), epochs=2, callbacks=[fitkit.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch}.pt"))],
               **FIT)
     assert sorted(os.listdir(tmp_path)) == ["m-1.pt", "m-2.pt"]
     loaded = fitkit.load_model(tmp_path / "m-2.pt")
-    assert _same(model, loaded) and loaded.training_state.epoch == 2
+    assert same_weights(model, loaded) and loaded.training_state.epoch == 2
 
 
 def test_load_model_asks_for_the_class_when_it_is_not_imported(tmp_path):
@@ -266,20 +244,20 @@ def test_load_model_leaves_the_global_rngs_alone_and_can_skip_compile(tmp_path):
     state = torch.get_rng_state()
     loaded = fitkit.load_model(tmp_path / "n.pt", compile=False)  # builds Net: its layers draw initial weights
     assert torch.equal(state, torch.get_rng_state())
-    assert not loaded.compiled and _same(net, loaded)
+    assert not loaded.compiled and same_weights(net, loaded)
 
 
 def test_uncompiled_and_wrapped_models_save_and_load(tmp_path):
     model = fitkit.wrap(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
     model.save(tmp_path / "w.pt")
     loaded = fitkit.load_model(tmp_path / "w.pt")
-    assert not loaded.compiled and _same(model, loaded)
+    assert not loaded.compiled and same_weights(model, loaded)
     assert loaded.module[1].running_mean.device.type == "cpu"
 
 
 def test_save_weights_is_a_plain_state_dict_that_torch_loads(tmp_path):
-    model = _compiled(_sequential)
-    model.fit(*_data(), epochs=1, **FIT)
+    model = _compiled(small_mlp)
+    model.fit(*regression_data(), epochs=1, **FIT)
     model.save_weights(tmp_path / "w.pt")
     plain = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
     plain.load_state_dict(torch.load(tmp_path / "w.pt"))
@@ -289,13 +267,13 @@ def test_save_weights_is_a_plain_state_dict_that_torch_loads(tmp_path):
     assert list(torch.load(tmp_path / "inner.pt", weights_only=True)) == ["0.weight", "0.bias"]
     again = fitkit.wrap(nn.Sequential(nn.Linear(6, 2)))
     again.load_weights(tmp_path / "inner.pt")
-    assert _same(wrapped, again)
+    assert same_weights(wrapped, again)
 
 
 def test_load_weights_checks_names_and_shapes_before_changing_anything(tmp_path):
     torch.save({"0.weight": torch.zeros(16, 5), "0.bias": torch.zeros(16), "extra": torch.zeros(1)},
                tmp_path / "bad.pt")
-    model = _sequential()
+    model = small_mlp()
     before = [t.clone() for t in model.state_dict().values()]
     with pytest.raises(ValueError) as info:
         model.load_weights(tmp_path / "bad.pt")
@@ -312,18 +290,18 @@ def test_load_weights_checks_names_and_shapes_before_changing_anything(tmp_path)
 
 
 def test_load_weights_reads_a_model_file_and_refuses_pickled_modules(tmp_path):
-    model = _compiled(_sequential)
+    model = _compiled(small_mlp)
     model.save(tmp_path / "m.pt")
-    other = _sequential()
+    other = small_mlp()
     other.load_weights(tmp_path / "m.pt")
-    assert _same(model, other)
+    assert same_weights(model, other)
     torch.save(nn.Linear(2, 2), tmp_path / "pickled.pt")
     with pytest.raises(checkpoint.UntrustedCheckpointError, match="pickled Python objects .*Linear"):
         other.load_weights(tmp_path / "pickled.pt")
 
 
 def test_overwrite_false_and_foreign_files(tmp_path):
-    model = _compiled(_sequential)
+    model = _compiled(small_mlp)
     model.save(tmp_path / "m.pt")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         model.save(tmp_path / "m.pt", overwrite=False)
@@ -339,7 +317,7 @@ def test_overwrite_false_and_foreign_files(tmp_path):
 
 @pytest.mark.parametrize("write", ["save", "save_weights"])
 def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monkeypatch, write):
-    model = _compiled(_sequential)
+    model = _compiled(small_mlp)
     path = tmp_path / "m.pt"
     getattr(model, write)(path)
     before = path.read_bytes()
@@ -351,11 +329,11 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monk
         f.truncate(len(before) // 2)  # half a file on disk, then the "crash"
         raise OSError("disk full")
 
-    model.fit(*_data(), epochs=1, **FIT)  # new weights that the failed write would have stored
+    model.fit(*regression_data(), epochs=1, **FIT)  # new weights that the failed write would have stored
     monkeypatch.setattr(torch, "save", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         getattr(model, write)(path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
-    (fitkit.load_model if write == "save" else _sequential().load_weights)(path)
+    (fitkit.load_model if write == "save" else small_mlp().load_weights)(path)

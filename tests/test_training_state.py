@@ -10,16 +10,11 @@ import torch
 from torch import nn
 
 import fitkit
+from conftest import same_weights
 from fitkit import checkpoint
-from fitkit import seed as seed_module
 from fitkit.callbacks import BackupAndRestore, Callback
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-@pytest.fixture(autouse=True)
-def _keep_seed(monkeypatch):
-    monkeypatch.setattr(seed_module, "_seed", seed_module._seed)
 
 
 def _fixture_module():
@@ -28,10 +23,6 @@ def _fixture_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _same_weights(a, b):
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_a_backup_written_before_training_state_owned_the_run_state_still_resumes_bit_for_bit(tmp_path):
@@ -49,7 +40,7 @@ def test_a_backup_written_before_training_state_owned_the_run_state_still_resume
 
     history = resumed.fit(*made.data(), callbacks=[BackupAndRestore(tmp_path), Where()], **made.FIT)
     assert started_at[0] == (1, 3)  # the old backup was made with 3 batches of epoch 1 done
-    assert _same_weights(reference, resumed)
+    assert same_weights(reference, resumed)
     assert history.history == reference.history.history  # the resumed epoch's loss and AUC sums included
     assert not os.path.exists(tmp_path / "latest.pt")
 
@@ -81,7 +72,7 @@ def test_state_dict_holds_the_run_state_and_loads_into_a_twin_that_then_trains_i
     twin.training_state.load_state_dict(checkpoint.read(tmp_path / "state.pt"))
     assert twin.training_state.epoch == 2
     twin.fit(x, y, batch_size=8, epochs=4, initial_epoch=2, verbose=0)
-    assert _same_weights(model, twin)
+    assert same_weights(model, twin)
 
 
 def test_state_dict_without_the_model_state_is_what_a_model_file_keeps():

@@ -8,14 +8,8 @@ import torch
 from torch import nn
 
 import fitkit
+from conftest import regression_data, small_mlp
 from fitkit import seed as seed_module
-
-
-def _data(n=103, d=6):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (x[:, :1] + 0.3 * rng.normal(size=(n, 1))).astype(np.float32)
-    return x, y
 
 
 SCHEDULERS = {
@@ -30,7 +24,7 @@ def _model(scheduler, use_set_seed=True):
         fitkit.set_seed(0)
     else:  # torch.manual_seed alone: the data-order generator is drawn from torch's RNG at the first fit
         torch.manual_seed(0)
-    model = fitkit.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    model = small_mlp()
     factory, interval = SCHEDULERS[scheduler]
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="mse", metrics=["mae"],
                   scheduler=factory, scheduler_interval=interval)
@@ -40,7 +34,7 @@ def _model(scheduler, use_set_seed=True):
 def _train(splits, scheduler="step", use_set_seed=True, **fit_kwargs):
     """Train over the fit calls that end at each epoch in ``splits``; the model and the joined logs."""
     model = _model(scheduler, use_set_seed)
-    x, y = _data()
+    x, y = regression_data()
     logs, epochs, start = {}, [], 0
     for end in splits:
         history = model.fit(x, y, batch_size=16, epochs=end, initial_epoch=start, validation_split=0.2, verbose=0,
@@ -84,7 +78,7 @@ def test_fit_draws_nothing_from_the_global_rngs_after_the_first_call(monkeypatch
     torch.manual_seed(0)
     model = fitkit.Sequential(nn.Linear(6, 1))
     model.compile(optimizer="sgd", loss="mse")
-    x, y = _data()
+    x, y = regression_data()
     model.fit(x, y, epochs=1, verbose=0, validation_split=0.2)
     states = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
     model.fit(x, y, epochs=2, verbose=0, validation_split=0.2, shuffle=True)

@@ -12,16 +12,11 @@ import torch
 from torch import nn
 
 import fitkit
-from fitkit import seed as seed_module
+from conftest import noisy_binary_data, same_optimizer, same_weights, small_mlp
 from fitkit.callbacks import (EMA, BackupAndRestore, Callback, EarlyStopping, LearningRateScheduler,
                               ReduceLROnPlateau)
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "resumable_train.py")
-
-
-@pytest.fixture(autouse=True)
-def _keep_seed(monkeypatch):
-    monkeypatch.setattr(seed_module, "_seed", seed_module._seed)
 
 
 class Crash(Exception):
@@ -44,16 +39,9 @@ class CrashAt(Callback):
             raise Crash()
 
 
-def _data(n=163, d=6):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = (x[:, 0] + rng.normal(size=n) > 0).astype(np.float32)
-    return x, y
-
-
 def _model(seed=0):
     fitkit.set_seed(seed)
-    model = fitkit.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    model = small_mlp()
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.05, momentum=0.9), loss=nn.BCEWithLogitsLoss(),
                   metrics=["accuracy"], scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.9))
     return model
@@ -67,21 +55,9 @@ def _callbacks(backup_dir, extra=(), **kwargs):
 FIT = dict(batch_size=16, epochs=4, validation_split=0.2, verbose=0)  # 130 training samples: 9 batches
 
 
-def _same_weights(a, b):
-    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-
-
-def _same_optimizer(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    if sa["param_groups"] != sb["param_groups"] or sa["state"].keys() != sb["state"].keys():
-        return False
-    return all(torch.equal(sa["state"][i][k], sb["state"][i][k]) if isinstance(sa["state"][i][k], torch.Tensor)
-               else sa["state"][i][k] == sb["state"][i][k] for i in sa["state"] for k in sa["state"][i])
-
-
 def _crash_and_resume(tmp_path, crash, extra=lambda: (), **kwargs):
     """(uninterrupted model, its History, resumed model, its History)."""
-    x, y = _data()
+    x, y = noisy_binary_data()
     ref = _model()
     ref_history = ref.fit(x, y, callbacks=_callbacks(tmp_path / "ref", extra(), **kwargs), **FIT)
     first = _model()
@@ -97,8 +73,8 @@ def _crash_and_resume(tmp_path, crash, extra=lambda: (), **kwargs):
                          ids=["epoch-boundary", "mid-epoch", "mid-epoch-late"])
 def test_a_crashed_run_resumes_bit_for_bit_with_the_same_history(tmp_path, save_freq, crash):
     ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, save_freq=save_freq)
-    assert _same_weights(ref, resumed)
-    assert _same_optimizer(ref.optimizer, resumed.optimizer)
+    assert same_weights(ref, resumed)
+    assert same_optimizer(ref.optimizer, resumed.optimizer)
     assert ref.scheduler.state_dict() == resumed.scheduler.state_dict()
     # The History comes back too, and the resumed epoch's running loss and accuracy were restored.
     assert history.history == ref_history.history and history.epoch == [0, 1, 2, 3]
@@ -116,12 +92,12 @@ def test_callback_states_and_multiplicative_lr_schedule_and_ema_resume_exactly(t
                 EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)]
 
     ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, extra, save_freq=3)
-    assert _same_weights(ref, resumed)
+    assert same_weights(ref, resumed)
     assert history.history == ref_history.history
 
 
 def test_dataset_input_resumes_mid_epoch_exactly(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
     class NotTensorDataset(torch.utils.data.Dataset):  # goes through a DataLoader, not the array path
@@ -139,11 +115,11 @@ def test_dataset_input_resumes_mid_epoch_exactly(tmp_path):
         first.fit(NotTensorDataset(), callbacks=[BackupAndRestore(tmp_path / "b", save_freq=4), CrashAt(1, 6)], **kw)
     resumed = _model(seed=9)
     resumed.fit(NotTensorDataset(), callbacks=[BackupAndRestore(tmp_path / "b", save_freq=4)], **kw)
-    assert _same_weights(ref, resumed)
+    assert same_weights(ref, resumed)
 
 
 def test_a_resumed_run_skips_the_done_epochs_and_batches(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     seen = []
 
     class Spy(Callback):
@@ -160,7 +136,7 @@ def test_a_resumed_run_skips_the_done_epochs_and_batches(tmp_path):
 
 
 def test_early_stopping_state_comes_back_and_a_stopped_run_stays_stopped(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     stop = EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)  # no epoch improves by 10: stops at 1
     backup = BackupAndRestore(tmp_path, delete_checkpoint=False)
     history = _model().fit(x, y, callbacks=[stop, backup], **FIT)
@@ -173,7 +149,7 @@ def test_early_stopping_state_comes_back_and_a_stopped_run_stays_stopped(tmp_pat
 
 
 def test_double_checkpoint_falls_back_to_the_previous_backup_when_the_latest_is_corrupt(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     with pytest.raises(Crash):
         _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path, double_checkpoint=True), CrashAt(3)], **FIT)
     assert sorted(os.listdir(tmp_path)) == ["latest.pt", "previous.pt"]
@@ -194,12 +170,12 @@ def test_a_corrupt_backup_without_a_previous_one_is_a_clear_error(tmp_path):
     model = _model()
     before = [p.clone() for p in model.parameters()]
     with pytest.raises(ValueError, match="backup_dir: no readable backup"):
-        model.fit(*_data(), callbacks=[BackupAndRestore(tmp_path)], **FIT)
+        model.fit(*noisy_binary_data(), callbacks=[BackupAndRestore(tmp_path)], **FIT)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_a_backup_of_another_model_is_refused_before_anything_changes(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     with pytest.raises(Crash):
         _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path), CrashAt(2)], **FIT)
     other = fitkit.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -211,7 +187,7 @@ def test_a_backup_of_another_model_is_refused_before_anything_changes(tmp_path):
 
 
 def test_delete_checkpoint_false_keeps_the_backup_and_an_exception_always_does(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path / "keep", delete_checkpoint=False)], **FIT)
     assert os.listdir(tmp_path / "keep") == ["latest.pt"]
     with pytest.raises(Crash):
@@ -226,7 +202,7 @@ def test_delete_checkpoint_false_keeps_the_backup_and_an_exception_always_does(t
 def test_ctrl_c_backs_up_the_step_it_stopped_at_and_the_next_run_goes_on(tmp_path):
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals need the main thread")
-    x, y = _data()
+    x, y = noisy_binary_data()
 
     class InterruptAt(Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -239,7 +215,7 @@ def test_ctrl_c_backs_up_the_step_it_stopped_at_and_the_next_run_goes_on(tmp_pat
     assert history.interrupted and os.listdir(tmp_path / "b") == ["latest.pt"]
     resumed = _model(seed=5)
     resumed.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b", save_freq=False)], **FIT)
-    assert _same_weights(ref, resumed)
+    assert same_weights(ref, resumed)
 
 
 def test_it_backs_up_after_every_other_callback_and_clears_temporaries_of_killed_writes(tmp_path):
@@ -259,7 +235,7 @@ def test_it_backs_up_after_every_other_callback_and_clears_temporaries_of_killed
         def load_state_dict(self, state):
             self.ends = state["ends"]
 
-    _model().fit(*_data(), callbacks=[BackupAndRestore(tmp_path, delete_checkpoint=False), Counter()],
+    _model().fit(*noisy_binary_data(), callbacks=[BackupAndRestore(tmp_path, delete_checkpoint=False), Counter()],
                  **dict(FIT, epochs=2))
     assert os.listdir(tmp_path) == ["latest.pt"]
     backup = torch.load(tmp_path / "latest.pt", weights_only=True)
@@ -268,7 +244,7 @@ def test_it_backs_up_after_every_other_callback_and_clears_temporaries_of_killed
 
 
 def test_backups_load_with_weights_only_and_hold_the_training_state(tmp_path):
-    x, y = _data()
+    x, y = noisy_binary_data()
     with pytest.raises(Crash):
         _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path, save_freq=4), CrashAt(1, 5)], **FIT)
     backup = torch.load(tmp_path / "latest.pt", weights_only=True)
@@ -345,15 +321,15 @@ def test_resume_on_cuda_restores_device_states_and_ends_where_the_uninterrupted_
     def extra():
         return [EMA(decay=0.9), EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)]
 
-    x, y = _data()
+    x, y = noisy_binary_data()
     ref = cuda_model()
     ref_history = ref.fit(x, y, callbacks=_callbacks(tmp_path / "ref", extra(), save_freq=4), **FIT)
     with pytest.raises(Crash):
         cuda_model().fit(x, y, callbacks=_callbacks(tmp_path / "b", [*extra(), CrashAt(1, 5)], save_freq=4), **FIT)
     resumed = cuda_model(seed=3)
     history = resumed.fit(x, y, callbacks=_callbacks(tmp_path / "b", extra(), save_freq=4), **FIT)
-    assert resumed.device.type == "cuda" and _same_weights(ref, resumed)
+    assert resumed.device.type == "cuda" and same_weights(ref, resumed)
     assert history.history == ref_history.history
     resumed.save(tmp_path / "m.pt")
     loaded = fitkit.load_model(tmp_path / "m.pt")
-    assert loaded.device.type == "cuda" and _same_weights(resumed, loaded)
+    assert loaded.device.type == "cuda" and same_weights(resumed, loaded)

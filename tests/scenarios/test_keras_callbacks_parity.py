@@ -16,7 +16,7 @@ from torch import nn
 
 from fitkit.callbacks import CallbackList, EarlyStopping, ReduceLROnPlateau
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/
 FIXTURE = os.path.join(HERE, "fixtures", "keras_callbacks.json")
 GENERATOR = os.path.join(HERE, "fixtures", "make_keras_callbacks.py")
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-FIXTURE = Path(__file__).parent / "fixtures" / "keras_parity.json"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "keras_parity.json"
 DOC = json.loads(FIXTURE.read_text())
 CASES = DOC["cases"]
 ATOL = 1e-5
