@@ -42,3 +42,11 @@ def test_unknown_workload_is_an_error_naming_the_choices():
     proc = _run("--only", "nope")
     assert proc.returncode != 0
     assert "unknown workload 'nope'" in proc.stderr and "article" in proc.stderr
+
+
+def test_versus_compares_this_tree_with_a_git_revision_in_one_process():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.versus", "HEAD", "--pairs", "2", "--epochs", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"ratio (\d+\.\d+) \(IQR (\d+\.\d+)-(\d+\.\d+)\)", proc.stdout)
+    assert len(rows) == 2 and all(float(r) > 0 and float(lo) <= float(hi) for r, lo, hi in rows)
