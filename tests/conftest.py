@@ -4,6 +4,9 @@ Import the helpers by name (``from conftest import regression_data``); pytest pu
 ``sys.path`` when it loads this file. Every generator is seeded, so each call returns the same arrays.
 """
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,18 @@ from torch import nn
 
 import fitkit
 from fitkit import seed as seed_module
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def fixture_script(name):
+    """The module ``tests/fixtures/<name>.py`` (the script that wrote a fixture), imported to reuse its
+    data and model definitions."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(FIXTURES, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

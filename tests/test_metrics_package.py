@@ -1,7 +1,6 @@
 """fitkit.metrics as a package: every old import path, model files saved before the split, one EPSILON and
 one snake_case shared with the losses."""
 
-import importlib.util
 import io
 import os
 
@@ -10,10 +9,10 @@ import torch
 from torch import nn
 
 import fitkit
+from conftest import FIXTURES, fixture_script
 from fitkit import checkpoint, conventions, losses
 from fitkit import metrics as M
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 OLD_FILE = os.path.join(FIXTURES, "model_before_metrics_split.pt")
 
 # fitkit/metrics.py's __all__ at fe4be41, less MetricsContainer (it moved to fitkit.compiled).
@@ -41,14 +40,6 @@ RECORDED = {
     "accuracy_above_1": 0.625,
     "acc": 0.699999988079071,
 }
-
-
-def _fixture_script():
-    spec = importlib.util.spec_from_file_location(
-        "make_model_before_metrics_split", os.path.join(FIXTURES, "make_model_before_metrics_split.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -95,7 +86,7 @@ def test_the_allowlist_names_every_object_by_its_module_and_its_old_package_path
 
 def test_a_file_saved_before_the_split_loads_without_trust_and_evaluates_as_recorded():
     model = fitkit.load_model(OLD_FILE)
-    x, y = _fixture_script().data(40, 1000)
+    x, y = fixture_script("make_model_before_metrics_split").data(40, 1000)
     logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
     assert logs == pytest.approx(RECORDED, rel=1e-6, abs=1e-7)
     assert list(logs) == list(RECORDED)
@@ -123,7 +114,7 @@ def test_a_file_saved_before_the_split_names_the_old_paths():
 
 def test_a_trusted_full_unpickle_finds_the_old_paths_too():
     model = fitkit.load_model(OLD_FILE, trusted=True)
-    x, y = _fixture_script().data(40, 1000)
+    x, y = fixture_script("make_model_before_metrics_split").data(40, 1000)
     assert model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True) == pytest.approx(RECORDED, rel=1e-6,
                                                                                               abs=1e-7)
 

@@ -1,6 +1,5 @@
 """TrainingState: the one owner of the resumable run state (state_dict / load_state_dict)."""
 
-import importlib.util
 import os
 import shutil
 
@@ -10,23 +9,14 @@ import torch
 from torch import nn
 
 import fitkit
-from conftest import same_weights
+from conftest import FIXTURES, fixture_script, same_weights
 from fitkit import checkpoint
 from fitkit.callbacks import BackupAndRestore, Callback
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location(
-        "make_backup_before_training_state", os.path.join(FIXTURES, "make_backup_before_training_state.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_backup_written_before_training_state_owned_the_run_state_still_resumes_bit_for_bit(tmp_path):
-    made = _fixture_module()
+    made = fixture_script("make_backup_before_training_state")
     reference = made.model()
     reference.fit(*made.data(), **made.FIT)
 
