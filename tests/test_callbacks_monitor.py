@@ -160,9 +160,10 @@ def test_closest_key(name, logs, expected):
 def test_the_validation_hint_appears_only_without_any_val_key():
     assert missing_key_hint("val_acc", LOGGED) == "did you mean 'val_accuracy'?"
     assert missing_key_hint("val_loss", {"loss": 1.0}) == (
-        "val_ keys are logged only with validation_data or validation_split")
+        "val_ keys are logged only in epochs that validate, given validation_data or validation_split")
     assert missing_key_hint("val_acc", {"loss": 1.0, "accuracy": 0.5}) == (
-        "did you mean 'val_accuracy'?; val_ keys are logged only with validation_data or validation_split")
+        "did you mean 'val_accuracy'?; val_ keys are logged only in epochs that validate, given validation_data "
+        "or validation_split")
     assert missing_key_hint("lr", LOGGED) == ""
 
 
@@ -195,7 +196,7 @@ def test_a_val_monitor_without_validation_data_gives_the_hint_and_the_twin(tmp_p
     message, again = _fit_warnings(ModelCheckpoint(str(tmp_path / "m.pt"), monitor="val_loss", save_best_only=True,
                                                    save_weights_only=True), validation_split=0.0)
     assert message == again
-    assert message.startswith("Can save best model only with val_loss available (val_ keys are logged only with")
+    assert message.startswith("Can save best model only with val_loss available (val_ keys are logged only in epochs")
     assert "did you mean" not in message
 
 

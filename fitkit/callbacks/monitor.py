@@ -133,7 +133,7 @@ def missing_key_hint(name, logs):
         parts.append(f"did you mean {suggestion!r}?")
     if isinstance(name, str) and name.startswith("val_") and not any(
             isinstance(k, str) and k.startswith("val_") for k in (logs or {})):
-        parts.append("val_ keys are logged only with validation_data or validation_split")
+        parts.append("val_ keys are logged only in epochs that validate, given validation_data or validation_split")
     return "; ".join(parts)
 
 
