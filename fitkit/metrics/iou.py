@@ -38,8 +38,8 @@ class IoU(Metric):
 
     >>> m = IoU(num_classes=2, target_class_ids=[0])
     >>> m.update(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]))
-    >>> float(m.result())   # class 0: 1 hit / (2 true + 2 predicted - 1 hit)
-    0.3333333
+    >>> round(float(m.result()), 4)   # class 0: 1 hit / (2 true + 2 predicted - 1 hit)
+    0.3333
     """
 
     def __init__(self, num_classes, target_class_ids, name=None, ignore_class=None, sparse_y_true=True,
