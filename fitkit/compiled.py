@@ -521,6 +521,9 @@ class CompiledState:
             loss = self.loss.single if self.loss is not None and self.loss.single is not None else \
                 (self.loss.losses if self.loss is not None else None)
             self.metrics = MetricsContainer(*self.metric_specs, loss=loss, output_names=output_names(y_pred))
+            # The loop reset the sums before this batch, when there was no container yet: metric objects
+            # given to compile (or unpickled from a model file) may still hold sums of an earlier run.
+            self.metrics.reset()
         if self.metrics is not None and y is not None:
             self.metrics.update(y, y_pred, sample_weight)
             if self._pending_metric_states is not None:

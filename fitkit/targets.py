@@ -3,9 +3,13 @@
 Keras lets ``y`` of shape ``(N,)`` meet a prediction of shape ``(N, 1)``, and casts integer labels for
 losses that need float targets. torch does not: ``F.mse_loss`` silently broadcasts ``(N, 1)`` against
 ``(N,)`` into an ``(N, N)`` loss. Every loss and metric in fitkit passes its inputs through here first,
-so that broadcast can never happen inside ``fit``.
+so that broadcast can never happen inside ``fit``. :func:`to_categorical` (Keras's
+``keras.utils.to_categorical``) turns class indices into one-hot targets.
 """
 
+import numbers
+
+import numpy as np
 import torch
 
 
@@ -41,3 +45,62 @@ def sparse_labels(y_true):
 def dense_targets(y_true, y_pred):
     """``y_true`` shaped and typed like ``y_pred``: the reconciliation every float-target loss needs."""
     return as_float(match_rank(y_true, y_pred), y_pred)
+
+
+def to_categorical(x, num_classes=None):
+    """Class indices -> one-hot rows, as ``keras.utils.to_categorical``: the class axis is added last.
+
+    ``x`` holds integers from 0 to ``num_classes - 1`` (array-like; a trailing axis of 1 is dropped);
+    ``num_classes`` defaults to ``max(x) + 1``. Arrays and lists give a float64 NumPy array, as Keras
+    does; a torch tensor gives a float32 tensor on its device (Keras's backend one-hot).
+
+    >>> to_categorical([0, 2, 1], num_classes=3)
+    array([[1., 0., 0.],
+           [0., 0., 1.],
+           [0., 1., 0.]])
+    """
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 0):
+        raise ValueError(f"num_classes: got {num_classes!r}; expected a positive integer or None (max(x) + 1)")
+    if isinstance(x, torch.Tensor):
+        labels = x
+        if labels.dim() > 1 and labels.shape[-1] == 1:
+            labels = labels.squeeze(-1)
+        labels = _class_indices(labels, labels.is_floating_point(), torch.round)
+        classes = _num_classes(num_classes, labels.numel(), lambda: int(labels.max()) + 1 if labels.numel() else 0)
+        _check_range(labels.min() if labels.numel() else 0, labels.max() if labels.numel() else 0, classes,
+                     num_classes)
+        return torch.nn.functional.one_hot(labels.long(), classes).float()
+    values = np.asarray(x)
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"x: got an array of {values.dtype}; expected integer class indices")
+    labels = _class_indices(values, values.dtype.kind == "f", np.round).astype(np.int64)
+    shape = labels.shape[:-1] if labels.ndim > 1 and labels.shape[-1] == 1 else labels.shape
+    labels = labels.reshape(-1)
+    classes = _num_classes(num_classes, labels.size, lambda: int(labels.max()) + 1 if labels.size else 0)
+    _check_range(labels.min() if labels.size else 0, labels.max() if labels.size else 0, classes, num_classes)
+    categorical = np.zeros((labels.size, classes))
+    categorical[np.arange(labels.size), labels] = 1
+    return categorical.reshape(shape + (classes,))
+
+
+def _class_indices(labels, floating, rounding):
+    # Keras casts floats to int; a fraction (0.5) is not a class index, so it is refused rather than cut.
+    if floating and bool((rounding(labels) != labels).any()):
+        raise ValueError("x: got values with a fractional part; expected integer class indices")
+    return labels
+
+
+def _num_classes(num_classes, size, inferred):
+    if num_classes:  # None or 0: max(x) + 1, as Keras infers
+        return int(num_classes)
+    if not size:
+        raise ValueError("x: got no labels and num_classes=None; pass num_classes to make an empty (0, C) array")
+    return inferred()
+
+
+def _check_range(low, high, classes, given):
+    if int(low) < 0 or int(high) >= classes:
+        bad = int(low) if int(low) < 0 else int(high)
+        source = f"num_classes={classes}" if given else "num_classes inferred as max(x) + 1"
+        raise ValueError(f"x: got the class index {bad}; expected integers in [0, {classes}) ({source})")

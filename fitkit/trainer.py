@@ -20,6 +20,7 @@ from . import data, preflight
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
+from .callbacks.terminate_on_nan import NaNLossError
 from .compiled import require
 from .history import History
 from .interrupt import GracefulInterrupt
@@ -134,14 +135,19 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             # A restored backup may move the start, even into an epoch.
             start = initial_epoch if state.resume_epoch is None else state.resume_epoch
             state.resume_epoch = None
+            aborted = False
             try:
                 for epoch in range(start, epochs):
                     logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt)
                     if interrupt.requested or _should_stop(model, train, started, epoch + 1 - start, time_budget):
                         break
+            except NaNLossError:  # TerminateOnNaN(raise_error=True): no on_train_end, as in Keras
+                aborted = True
+                raise
             finally:
                 _record_stop(model, history, cbs, interrupt)
-                cbs.on_train_end(logs)
+                if not aborted:
+                    cbs.on_train_end(logs)
     finally:
         state.source = None
         model._input_example = train.example

@@ -39,43 +39,49 @@ class CrashAt(Callback):
             raise Crash()
 
 
-def _model(seed=0):
+def _model(seed=0, scheduler=True):
     fitkit.set_seed(seed)
     model = small_mlp()
     model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.05, momentum=0.9), loss=nn.BCEWithLogitsLoss(),
-                  metrics=["accuracy"], scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.9))
+                  metrics=["accuracy"],
+                  scheduler=(lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)) if scheduler else None)
     return model
 
 
-def _callbacks(backup_dir, extra=(), **kwargs):
-    return [EarlyStopping(monitor="val_loss", patience=10), BackupAndRestore(backup_dir, **kwargs),
-            ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5), *extra]
+def _callbacks(backup_dir, extra=(), reduce_lr=True, **kwargs):
+    # One thing drives the learning rate: ReduceLROnPlateau here, or the scheduler given to compile.
+    plateau = [ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5)] if reduce_lr else []
+    return [EarlyStopping(monitor="val_loss", patience=10), BackupAndRestore(backup_dir, **kwargs), *plateau, *extra]
 
 
 FIT = dict(batch_size=16, epochs=4, validation_split=0.2, verbose=0)  # 130 training samples: 9 batches
 
 
-def _crash_and_resume(tmp_path, crash, extra=lambda: (), **kwargs):
-    """(uninterrupted model, its History, resumed model, its History)."""
+def _crash_and_resume(tmp_path, crash, extra=lambda: (), scheduler=False, **kwargs):
+    """(uninterrupted model, its History, resumed model, its History); the learning rate follows the
+    scheduler given to compile when ``scheduler``, else ReduceLROnPlateau."""
     x, y = noisy_binary_data()
-    ref = _model()
+    kwargs["reduce_lr"] = not scheduler and kwargs.get("reduce_lr", True)
+    ref = _model(scheduler=scheduler)
     ref_history = ref.fit(x, y, callbacks=_callbacks(tmp_path / "ref", extra(), **kwargs), **FIT)
-    first = _model()
+    first = _model(scheduler=scheduler)
     with pytest.raises(Crash):
         first.fit(x, y, callbacks=_callbacks(tmp_path / "b", [*extra(), crash], **kwargs), **FIT)
     torch.rand(5), np.random.rand(3)  # the restarted process's RNGs are anywhere
-    resumed = _model(seed=123)
+    resumed = _model(seed=123, scheduler=scheduler)
     history = resumed.fit(x, y, callbacks=_callbacks(tmp_path / "b", extra(), **kwargs), **FIT)
     return ref, ref_history, resumed, history
 
 
-@pytest.mark.parametrize("save_freq, crash", [("epoch", CrashAt(2)), (4, CrashAt(1, 5)), (5, CrashAt(2, 3))],
-                         ids=["epoch-boundary", "mid-epoch", "mid-epoch-late"])
-def test_a_crashed_run_resumes_bit_for_bit_with_the_same_history(tmp_path, save_freq, crash):
-    ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, save_freq=save_freq)
+@pytest.mark.parametrize("save_freq, crash, scheduler", [("epoch", CrashAt(2), False), (4, CrashAt(1, 5), True),
+                                                         (5, CrashAt(2, 3), False)],
+                         ids=["epoch-boundary", "mid-epoch-compile-scheduler", "mid-epoch-late"])
+def test_a_crashed_run_resumes_bit_for_bit_with_the_same_history(tmp_path, save_freq, crash, scheduler):
+    ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, scheduler=scheduler, save_freq=save_freq)
     assert same_weights(ref, resumed)
     assert same_optimizer(ref.optimizer, resumed.optimizer)
-    assert ref.scheduler.state_dict() == resumed.scheduler.state_dict()
+    if scheduler:
+        assert ref.scheduler.state_dict() == resumed.scheduler.state_dict()
     # The History comes back too, and the resumed epoch's running loss and accuracy were restored.
     assert history.history == ref_history.history and history.epoch == [0, 1, 2, 3]
     assert not (tmp_path / "b").exists()  # delete_checkpoint=True: gone once training finished
@@ -91,7 +97,7 @@ def test_callback_states_and_multiplicative_lr_schedule_and_ema_resume_exactly(t
         return [LearningRateScheduler(lambda epoch, lr: lr * 0.8), EMA(decay=0.9),
                 EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)]
 
-    ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, extra, save_freq=3)
+    ref, ref_history, resumed, history = _crash_and_resume(tmp_path, crash, extra, save_freq=3, reduce_lr=False)
     assert same_weights(ref, resumed)
     assert history.history == ref_history.history
 

@@ -43,11 +43,27 @@ def test_all_named_hooks_and_other_hooks_by_keyword():
                      "epoch_end", "train_end"]
 
 
-def test_unknown_names_and_non_callables_are_refused():
-    with pytest.raises(TypeError, match="on_epoch_ends"):
-        LambdaCallback(on_epoch_ends=print)
+def test_extra_keyword_arguments_are_kept_as_attributes_as_in_keras():
+    log = []
+    cb = LambdaCallback(on_epoch_end=lambda epoch, logs: cb.sink.append(epoch), sink=log, every=2)
+    assert cb.sink is log and cb.every == 2
+    cbs = CallbackList([cb])
+    assert not cbs.has("on_epoch_begin")  # an attribute is not a hook
+    cbs.on_epoch_end(4, {})
+    assert log == [4]
+
+
+def test_a_hook_name_typo_is_kept_but_warned_about_naming_the_hook():
+    with pytest.warns(UserWarning, match="'on_epoch_ends' is not a callback hook.*did you mean 'on_epoch_end'"):
+        cb = LambdaCallback(on_epoch_ends=print)
+    assert cb.on_epoch_ends is print and not CallbackList([cb]).has("on_epoch_end")
+
+
+def test_non_callable_hooks_are_refused():
     with pytest.raises(TypeError, match="on_epoch_end must be callable"):
         LambdaCallback(on_epoch_end=3)
+    with pytest.raises(TypeError, match="on_test_end must be callable"):
+        LambdaCallback(on_test_end="print")
 
 
 def test_hooks_set_on_any_callback_instance_count():

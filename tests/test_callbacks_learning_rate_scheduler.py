@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import labelled_data
 from torch import nn
 
-from fitkit.callbacks import CallbackList, LearningRateScheduler
+import fitkit
+from fitkit.callbacks import CallbackList, LearningRateScheduler, ReduceLROnPlateau
 
 
 def model_with(*lrs, tensor_lr=False):
@@ -98,3 +100,23 @@ def test_learning_rate_access_lives_with_the_optimizers():
     assert plain.param_groups[1]["lr"] == 0.5
     with pytest.raises(TypeError, match="LearningRateScheduler needs model.optimizer to be a torch.optim.Optimizer"):
         optimizer_of(nn.Module(), "LearningRateScheduler")
+
+
+# ----- against a scheduler given to compile -----
+
+@pytest.mark.parametrize("make", [
+    lambda: LearningRateScheduler(lambda epoch, lr: lr * 0.5),
+    lambda: ReduceLROnPlateau(monitor="loss", patience=0),
+])
+def test_a_compile_scheduler_and_an_lr_callback_are_refused_before_any_step(make):
+    x, y = labelled_data()
+    model = fitkit.Sequential(nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy",
+                  scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    callback = make()
+    with pytest.raises(TypeError, match=rf"{type(callback).__name__}: got a model compiled with scheduler=StepLR"):
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert optimizer.state_dict()["state"] == {} and optimizer.param_groups[0]["lr"] == 0.1

@@ -136,8 +136,8 @@ def _fitkit_values():
         "auc_logits": value(M.AUC(from_logits=True), y2, logits),
         "auc_pr": value(M.AUC(curve="PR"), y2, p2),
         "auc_minoring": value(M.AUC(summation_method="minoring"), y2, p2),
-        "f1_binary": value(M.F1Score(), y2, p2),
-        "f1_binary_w": value(M.F1Score(), y2, p2, w),
+        "f1_binary": value(M.F1Score(average="macro"), y2, p2),  # one class: Keras's vector of one
+        "f1_binary_w": value(M.F1Score(average="macro"), y2, p2, w),
         "sparse_categorical_accuracy": value(M.SparseCategoricalAccuracy(), labels, scores),
         "sparse_categorical_accuracy_w": value(M.SparseCategoricalAccuracy(), labels, scores, wm),
         "categorical_accuracy": value(M.CategoricalAccuracy(), onehot, scores),

@@ -14,11 +14,12 @@ from .model_checkpoint import ModelCheckpoint
 from .monitor import MonitorCallback
 from .progbar_logger import ProgbarLogger
 from .reduce_lr_on_plateau import ReduceLROnPlateau
+from .remote_monitor import RemoteMonitor
 from .tensorboard import TensorBoard
 from .terminate_on_nan import TerminateOnNaN
 
 __all__ = [
     "BackupAndRestore", "Callback", "CallbackList", "CSVLogger", "EarlyStopping", "EMA", "SwapEMAWeights",
     "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "MonitorCallback", "ProgbarLogger",
-    "ReduceLROnPlateau", "TensorBoard", "TerminateOnNaN",
+    "ReduceLROnPlateau", "RemoteMonitor", "TensorBoard", "TerminateOnNaN",
 ]

@@ -35,12 +35,29 @@ def _as_lr(value, schedule):
     return float(value)
 
 
+def refuse_compiled_scheduler(model, who):
+    """TypeError when ``compile(scheduler=...)`` already drives the learning rate that ``who`` would set.
+
+    Keras refuses to set the learning rate of an optimizer built with a schedule (a TypeError); two
+    writers of one learning rate would silently undo each other, so fitkit refuses at train begin,
+    before any step.
+    """
+    scheduler = getattr(model, "scheduler", None)
+    if scheduler is not None:
+        raise TypeError(
+            f"{who}: got a model compiled with scheduler={type(scheduler).__name__}, which already sets the "
+            f"learning rate; expected one of the two. Remove {who} from callbacks, or compile without "
+            "scheduler= (as Keras refuses to set the learning rate of an optimizer built with a schedule)."
+        )
+
+
 class LearningRateScheduler(Callback):
     """Sets the learning rate of every param group to ``schedule(epoch, lr)`` at each epoch start.
 
     ``schedule(epoch)`` (one argument) is accepted too, as in Keras. ``epoch`` is 0-based and ``lr`` is
     the group's current learning rate, so each param group follows its own chain. The learning rate of
-    the epoch is written to the epoch logs as ``learning_rate``.
+    the epoch is written to the epoch logs as ``learning_rate``. A model compiled with ``scheduler=``
+    is refused with a TypeError at train begin: one learning rate cannot follow two schedules.
 
     >>> def schedule(epoch, lr):
     ...     return lr if epoch < 10 else lr * 0.9
@@ -63,6 +80,9 @@ class LearningRateScheduler(Callback):
             except TypeError:
                 return self.schedule(epoch)
         return self.schedule(epoch, lr) if self._takes_lr else self.schedule(epoch)
+
+    def on_train_begin(self, logs=None):
+        refuse_compiled_scheduler(self.model, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = optimizer_of(self.model, "LearningRateScheduler")

@@ -3,7 +3,7 @@
 import os
 import warnings
 
-from .monitor import MonitorCallback
+from .monitor import MonitorCallback, missing_key_hint
 
 
 class ModelCheckpoint(MonitorCallback):
@@ -78,9 +78,10 @@ class ModelCheckpoint(MonitorCallback):
                 return self.filepath.format(**logs, epoch=epoch + 1)
             return self.filepath.format(**logs, epoch=epoch + 1, batch=batch + 1)
         except KeyError as e:
+            hint = missing_key_hint(e.args[0] if e.args else None, logs)
             raise KeyError(
                 f'Failed to format the ModelCheckpoint filepath "{self.filepath}": {e} is not '
-                f"logged. Logged keys: {', '.join(logs) or '(none)'}."
+                f"logged{' (' + hint + ')' if hint else ''}. Logged keys: {', '.join(logs) or '(none)'}."
             ) from None
 
     def _should_save(self, epoch, logs, filepath):
@@ -90,7 +91,9 @@ class ModelCheckpoint(MonitorCallback):
             return True
         current = logs.get(self.monitor)
         if current is None:
-            warnings.warn(f"Can save best model only with {self.monitor} available.", stacklevel=3)
+            hint = missing_key_hint(self.monitor, logs)
+            warnings.warn(f"Can save best model only with {self.monitor} available"
+                          f"{' (' + hint + ')' if hint else ''}.", stacklevel=3)
             return True
         best_str = "None" if self.best is None else f"{self.best:.5f}"
         if self._is_improvement(current, self.best):

@@ -11,6 +11,7 @@ ReduceLROnPlateau and ModelCheckpoint (as Keras 3's ``MonitorCallback`` is): it 
 True
 """
 
+import difflib
 import warnings
 
 import numpy as np
@@ -26,7 +27,7 @@ _MIN_WORDS = frozenset({
 })
 _MAX_WORDS = frozenset({
     "accuracy", "acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "similarity",
-    "sensitivity", "specificity",
+    "sensitivity", "specificity", "correlation",
 })
 _MODES = ("auto", "min", "max")
 
@@ -50,6 +51,7 @@ def resolve_mode(monitor, mode="auto"):
     name = monitor.lower()
     if name.startswith("val_"):
         name = name[4:]
+    name = name.replace("io_u", "iou")  # Keras's default names of the IoU family: "mean_io_u", ...
     decided = None
     for word in name.split("_"):
         if word in _MIN_WORDS:
@@ -96,13 +98,52 @@ def checked_mode(callback_name, monitor, mode, stacklevel=3):
     return resolve_mode(monitor, mode)
 
 
+def closest_key(name, logs):
+    """The logged key ``name`` was most likely meant to be, or None.
+
+    ``val_acc`` finds ``val_accuracy``, ``acc`` finds ``accuracy`` (one name a prefix of the other, or
+    difflib's closest match). Without validation data (no ``val_`` key logged) the ``val_`` twins of the
+    logged keys count too, since those are the keys validation would add.
+
+    >>> closest_key("val_acc", {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4})
+    'val_accuracy'
+    """
+    keys = [k for k in (logs or {}) if isinstance(k, str)]
+    if not any(k.startswith("val_") for k in keys):
+        keys += ["val_" + k for k in keys]
+    if not isinstance(name, str) or not keys or name in keys:
+        return None
+    split = name.startswith("val_")
+    # Compared without "val_", among keys on the same side: "val_" alone makes any two names look alike.
+    stems = {k[4:] if split else k: k for k in keys if k.startswith("val_") == split}
+    stem = name[4:] if split else name
+    prefixed = [s for s in stems if stem and s and (s.startswith(stem) or stem.startswith(s))]
+    if prefixed:
+        return stems[min(prefixed, key=lambda s: (abs(len(s) - len(stem)), s))]
+    found = difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.6)
+    return stems[found[0]] if found else None
+
+
+def missing_key_hint(name, logs):
+    """What to add to a message about ``name`` not being logged: "did you mean ...?" and, only when the
+    logs hold no ``val_`` key at all, that ``val_`` keys need validation data. Empty when neither applies."""
+    parts = []
+    suggestion = closest_key(name, logs)
+    if suggestion is not None:
+        parts.append(f"did you mean {suggestion!r}?")
+    if isinstance(name, str) and name.startswith("val_") and not any(
+            isinstance(k, str) and k.startswith("val_") for k in (logs or {})):
+        parts.append("val_ keys are logged only in epochs that validate, given validation_data or validation_split")
+    return "; ".join(parts)
+
+
 def warn_missing(callback_name, monitor, logs, stacklevel=3):
-    """Warn that ``monitor`` is not among the logged keys, naming the keys that are."""
+    """Warn that ``monitor`` is not among the logged keys, naming the closest key and the keys that are."""
     keys = ", ".join(logs or {}) or "(none)"
-    hint = " (val_ keys need validation_data or validation_split)" if monitor.startswith("val_") else ""
+    hint = missing_key_hint(monitor, logs)
     warnings.warn(
-        f"{callback_name} is conditioned on monitor={monitor!r}, which is not in the logs{hint}. "
-        f"Logged keys: {keys}.",
+        f"{callback_name} is conditioned on monitor={monitor!r}, which is not in the logs"
+        f"{' (' + hint + ')' if hint else ''}. Logged keys: {keys}.",
         stacklevel=stacklevel,
     )
 

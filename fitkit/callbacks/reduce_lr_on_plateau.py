@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 
 from ..optimizers import current_lr, group_lr, optimizer_of, set_group_lr
+from .learning_rate_scheduler import refuse_compiled_scheduler
 from .monitor import MonitorCallback
 
 
@@ -13,7 +14,8 @@ class ReduceLROnPlateau(MonitorCallback):
 
     The lr never goes below ``min_lr``; after a reduction the callback waits ``cooldown`` epochs before
     counting again. An improvement is a value better than ``best`` by more than ``min_delta``. The lr
-    used during the epoch (before any reduction) is written to the logs as ``learning_rate``.
+    used during the epoch (before any reduction) is written to the logs as ``learning_rate``. A model
+    compiled with ``scheduler=`` is refused with a TypeError at train begin, before any step.
 
     >>> reduce = ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=5, min_lr=1e-4)
     """
@@ -47,6 +49,7 @@ class ReduceLROnPlateau(MonitorCallback):
         return self.cooldown_counter > 0
 
     def on_train_begin(self, logs=None):
+        refuse_compiled_scheduler(self.model, "ReduceLROnPlateau")
         self._begin_fit()
 
     def on_epoch_end(self, epoch, logs=None):

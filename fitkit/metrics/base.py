@@ -2,8 +2,8 @@
 
 :class:`Metric` keeps additive running sums, created as zeros on the device of the first batch (no host
 sync) and turned into a value only by ``result()``. :class:`Mean` is the weighted running mean Keras
-logs; :class:`MeanMetricWrapper` is the mean of a per-sample function ``fn(y_true, y_pred)``, which the
-accuracy and regression families are made of.
+logs and :class:`Sum` the weighted running sum; :class:`MeanMetricWrapper` is the mean of a per-sample
+function ``fn(y_true, y_pred)``, which the accuracy and regression families are made of.
 """
 
 import functools
@@ -13,7 +13,7 @@ import torch
 from fitkit.conventions import snake_case
 from fitkit.targets import match_rank
 
-__all__ = ["Metric", "Mean", "MeanMetricWrapper"]
+__all__ = ["Metric", "Sum", "Mean", "MeanMetricWrapper"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +262,33 @@ class Mean(Metric):
 
     def result(self):
         return _div_no_nan(self.total, self.count).float()
+
+
+class Sum(Metric):
+    """Weighted running sum of values: ``update(values, sample_weight=None)``.
+
+    >>> m = Sum()
+    >>> m.update(torch.tensor([1.0, 3.0, 5.0, 7.0]), sample_weight=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    >>> float(m.result())
+    4.0
+    """
+
+    def __init__(self, name="sum"):
+        super().__init__(name)
+        self.add_state("total")
+
+    def update(self, values, sample_weight=None):
+        values = _as_float(values)
+        if sample_weight is not None:
+            w = sample_weight.to(device=values.device, dtype=values.dtype)
+            values, w = _same_rank(values, w)
+            if values.dim() > w.dim():  # values per sample and position, weights per sample
+                values = values.flatten(w.dim()).sum(-1)
+            values = values * _broadcast_weight(w, values)
+        self.total += values.sum()
+
+    def result(self):
+        return self.total.float()
 
 
 def _callable_name(fn):

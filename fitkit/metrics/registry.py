@@ -14,11 +14,22 @@ from fitkit.metrics.accuracies import (
     BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, SparseTopKCategoricalAccuracy,
     TopKCategoricalAccuracy,
 )
-from fitkit.metrics.base import MeanMetricWrapper, Metric, _is_sparse
-from fitkit.metrics.confusion import AUC, F1Score, Precision, Recall
+from fitkit.metrics.base import Mean, MeanMetricWrapper, Metric, Sum, _is_sparse
+from fitkit.metrics.confusion import (
+    AUC, F1Score, FalseNegatives, FalsePositives, FBetaScore, Precision, Recall, TrueNegatives, TruePositives,
+)
+from fitkit.metrics.correlation import ConcordanceCorrelation, PearsonCorrelation
+from fitkit.metrics.hinge import CategoricalHinge, Hinge, SquaredHinge
+from fitkit.metrics.iou import BinaryIoU, IoU, MeanIoU, OneHotIoU, OneHotMeanIoU
+from fitkit.metrics.operating_point import (
+    PrecisionAtRecall, RecallAtPrecision, SensitivityAtSpecificity, SpecificityAtSensitivity,
+)
+from fitkit.metrics.probabilistic import (
+    BinaryCrossentropy, CategoricalCrossentropy, KLDivergence, Poisson, SparseCategoricalCrossentropy,
+)
 from fitkit.metrics.regression import (
     CosineSimilarity, LogCoshError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError,
-    MeanSquaredLogarithmicError, RootMeanSquaredError,
+    MeanSquaredLogarithmicError, R2Score, RootMeanSquaredError,
 )
 from fitkit.targets import match_rank
 
@@ -152,7 +163,51 @@ def _torch_loss_metric(loss_module):
 
 
 def _f1(name, loss):
-    return F1Score(name=name, from_logits=_logits_for(loss))
+    return F1Score(average="macro", name=name, from_logits=_logits_for(loss))
+
+
+def _fbeta(name, loss):
+    return FBetaScore(average="macro", name=name, from_logits=_logits_for(loss))
+
+
+def _crossentropy(cls):
+    # The loss's outputs are logits or probabilities; a cross-entropy metric reads them the same way.
+    return lambda name, loss: cls(name=name, from_logits=_loss_traits(loss)[1] is True)
+
+
+# What a metric class needs that a name cannot give, with an example of the object to pass instead.
+_NEEDS = {
+    IoU: ("num_classes and target_class_ids", "num_classes=3, target_class_ids=[0]"),
+    MeanIoU: ("num_classes", "num_classes=3"),
+    OneHotIoU: ("num_classes and target_class_ids", "num_classes=3, target_class_ids=[0]"),
+    OneHotMeanIoU: ("num_classes", "num_classes=3"),
+    PrecisionAtRecall: ("the recall to reach", "recall=0.8"),
+    RecallAtPrecision: ("the precision to reach", "precision=0.8"),
+    SensitivityAtSpecificity: ("the specificity to reach", "specificity=0.9"),
+    SpecificityAtSensitivity: ("the sensitivity to reach", "sensitivity=0.9"),
+}
+
+
+def _needs_arguments(cls, given):
+    what, example = _NEEDS[cls]
+    return TypeError(f"{given}: fitkit.metrics.{cls.__name__} needs {what}; pass fitkit.metrics.{cls.__name__}"
+                     f"({example}) instead")
+
+
+def _refuse(cls):
+    def make(name, loss):
+        raise _needs_arguments(cls, repr(name))
+
+    return make
+
+
+def _not_for_compile(cls):
+    def make(name, loss):
+        raise TypeError(f"{name!r}: fitkit.metrics.{cls.__name__} sums or averages values, not (y_true, y_pred); "
+                        "update it yourself (in train_step or compute_loss), or pass a function of (y_true, "
+                        "y_pred) to compile(metrics=...)")
+
+    return make
 
 
 def _logits_for(loss):
@@ -190,6 +245,37 @@ _NAMES = {
     "cosine_similarity": lambda name, loss: CosineSimilarity(name),
     "logcosh": lambda name, loss: LogCoshError(name),
     "log_cosh_error": lambda name, loss: LogCoshError(name),
+    "r2_score": lambda name, loss: R2Score(name=name),
+    "pearson_correlation": lambda name, loss: PearsonCorrelation(name),
+    "concordance_correlation": lambda name, loss: ConcordanceCorrelation(name),
+    "true_positives": lambda name, loss: TruePositives(name=name),
+    "false_positives": lambda name, loss: FalsePositives(name=name),
+    "true_negatives": lambda name, loss: TrueNegatives(name=name),
+    "false_negatives": lambda name, loss: FalseNegatives(name=name),
+    "fbeta_score": _fbeta,
+    "f_beta_score": _fbeta,
+    "hinge": lambda name, loss: Hinge(name),
+    "squared_hinge": lambda name, loss: SquaredHinge(name),
+    "categorical_hinge": lambda name, loss: CategoricalHinge(name),
+    "kl_divergence": lambda name, loss: KLDivergence(name),
+    "kld": lambda name, loss: KLDivergence(name),
+    "kullback_leibler_divergence": lambda name, loss: KLDivergence(name),
+    "poisson": lambda name, loss: Poisson(name),
+    "binary_crossentropy": _crossentropy(BinaryCrossentropy),
+    "bce": _crossentropy(BinaryCrossentropy),
+    "categorical_crossentropy": _crossentropy(CategoricalCrossentropy),
+    "sparse_categorical_crossentropy": _crossentropy(SparseCategoricalCrossentropy),
+    "binary_io_u": lambda name, loss: BinaryIoU(name=name),
+    "io_u": _refuse(IoU),
+    "mean_io_u": _refuse(MeanIoU),
+    "one_hot_io_u": _refuse(OneHotIoU),
+    "one_hot_mean_io_u": _refuse(OneHotMeanIoU),
+    "precision_at_recall": _refuse(PrecisionAtRecall),
+    "recall_at_precision": _refuse(RecallAtPrecision),
+    "sensitivity_at_specificity": _refuse(SensitivityAtSpecificity),
+    "specificity_at_sensitivity": _refuse(SpecificityAtSensitivity),
+    "sum": _not_for_compile(Sum),
+    "mean": _not_for_compile(Mean),
 }
 
 
@@ -211,6 +297,8 @@ def _get(identifier, loss, argument):
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, type):
+        if identifier in _NEEDS:
+            raise _needs_arguments(identifier, f"`{argument}` got the class {identifier.__name__}")
         if issubclass(identifier, Metric):
             return identifier()
         raise TypeError(f"`{argument}` takes metric instances, not classes; received {identifier!r}.")

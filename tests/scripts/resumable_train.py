@@ -20,7 +20,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import fitkit  # noqa: E402
-from fitkit.callbacks import BackupAndRestore, Callback, EarlyStopping, ReduceLROnPlateau  # noqa: E402
+from fitkit.callbacks import BackupAndRestore, Callback, EarlyStopping  # noqa: E402
 
 
 class KillAt(Callback):
@@ -55,7 +55,6 @@ def main():
         EarlyStopping(monitor="val_loss", patience=20),
         BackupAndRestore(os.environ["FITKIT_BACKUP_DIR"], save_freq=save_freq,
                          double_checkpoint=os.environ.get("FITKIT_DOUBLE") == "1"),
-        ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5),
     ]
     if os.environ.get("FITKIT_KILL_AT"):
         callbacks.append(KillAt(os.environ["FITKIT_KILL_AT"]))
