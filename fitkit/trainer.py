@@ -136,7 +136,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             state.resume_epoch = None
             try:
                 for epoch in range(start, epochs):
-                    logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt)
+                    logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt, history)
                     if interrupt.requested or _should_stop(model, train, started, epoch + 1 - start, time_budget):
                         break
             finally:
@@ -149,21 +149,29 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     return history
 
 
-def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None):
+def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, history=None):
     """One epoch: its training batches, validation when due, the scheduler, and the epoch's callbacks.
 
-    Returns the epoch's logs. After Ctrl-C the epoch ends at once: no validation, no ``on_epoch_end``.
+    Returns the epoch's logs: Keras's keys, and ``learning_rate`` only when ``compile(scheduler=...)``
+    drives it (fitkit's extension; ReduceLROnPlateau and LearningRateScheduler add it themselves, as in
+    Keras). ``history`` gets the rate the epoch trained with, read before ``on_epoch_end`` can cut it.
+    After Ctrl-C the epoch ends at once: no validation, no ``on_epoch_end``.
     """
     state = model.training_state
     state.epoch = epoch
-    cbs.on_epoch_begin(epoch)
+    cbs.on_epoch_begin(epoch, {})
     logs = train_epoch(model, train, cbs, interrupt)
     if interrupt is not None and interrupt.requested:
         return logs
+    lr = model.learning_rate  # one read per epoch (a sync only for a tensor lr)
     if val is not None and (epoch + 1) % validation_freq == 0:
         logs.update({"val_" + k: v for k, v in evaluate_epoch(model, val, cbs).items()})
+    if model._compiled.scheduler is not None:
+        logs["learning_rate"] = lr
     step_scheduler(model, logs, per="epoch")
     state.epoch = epoch + 1
+    if history is not None:
+        history.record_learning_rate(lr)
     cbs.on_epoch_end(epoch, logs)
     return logs
 
@@ -237,9 +245,7 @@ def train_epoch(model, train, cbs, interrupt=None):
             break
     if interrupt is None or not interrupt.requested:
         state.step = 0  # the epoch is over (Ctrl-C leaves it unfinished, for a backup to record)
-    epoch_logs = materialize(logs)
-    epoch_logs["learning_rate"] = model.learning_rate
-    return epoch_logs
+    return materialize(logs)
 
 
 def step_scheduler(model, logs, per):
