@@ -5,15 +5,18 @@ In-memory data (NumPy arrays, tensors, and lists/tuples/dicts of them) never goe
 from the model's own ``torch.Generator`` and gathers batches with ``index_select``. A ``DataLoader``,
 ``Dataset``, generator or other iterable is iterated as it is, each batch moved to the device.
 
-A batch is always the tuple ``(x, y, sample_weight)``; ``y`` and ``sample_weight`` may be ``None``.
+A batch is what Keras passes to ``train_step``: ``(x, y)``, ``(x, y, sample_weight)`` when there are
+weights, ``x`` alone without targets (``(x,)`` when x is a tuple or list of inputs); see
+:func:`pack_x_y_sample_weight` and :func:`unpack_x_y_sample_weight`.
 """
 
 import collections.abc
 import math
-import warnings
 
 import numpy as np
 import torch
+
+from .epoch_iterator import EpochIterator
 
 _ARRAY_KINDS = (np.ndarray, torch.Tensor)
 
@@ -194,8 +197,9 @@ class ArraySource:
     """Batches of in-memory tensors: one permutation per pass, then slices of the pass's gathered copy
     (data up to ``GATHER_PASS_BYTES``) or ``index_select`` per batch (larger data).
 
-    ``steps`` (steps_per_epoch) may be fewer or more batches than one pass: the stream then goes on
-    where the last epoch stopped, drawing a new permutation when a pass ends, as Keras does.
+    :meth:`new_pass` draws the permutation and returns an iterator over the pass's batches; which of them
+    make an epoch (``steps``, steps_per_epoch, below or above one pass) is Keras's EpochIterator's rule,
+    in :mod:`fitkit.epoch_iterator`.
     """
 
     def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
@@ -210,6 +214,7 @@ class ArraySource:
         self.batches_per_pass = max(1, math.ceil(self.n / batch_size))
         self._leaves = flatten((x, y, sample_weight))
         self._rebuild = _rebuilder((x, y, sample_weight))
+        self._rebuild_batch = _rebuilder(pack_x_y_sample_weight(x, y, sample_weight))  # same leaves, Keras's form
         self._per_batch_transfer = False
         self._place()
         nbytes = sum(t.numel() * t.element_size() for t in self._leaves)
@@ -233,6 +238,11 @@ class ArraySource:
         else:
             self._leaves = [t.pin_memory() for t in self._leaves]
             self._per_batch_transfer = True
+
+    @property
+    def num_batches(self):
+        """Batches in one pass."""
+        return self.batches_per_pass
 
     @property
     def num_steps(self):
@@ -288,19 +298,22 @@ class ArraySource:
             self._start_pass()
         self._cursor = state["cursor"]
 
-    def epoch(self, skip=0):
-        """Yield one epoch of batches ``(x, y, sample_weight)``; ``skip`` resumes a saved epoch."""
-        if self.steps is None and not skip:
-            self._cursor = self.n  # without steps_per_epoch an epoch is exactly one pass
-        steps = self.num_steps - skip
+    def new_pass(self):
+        """Draw the next pass's order and return an iterator over its batches, in Keras's form."""
+        self._start_pass()
+        return self._batches()
+
+    def resume_pass(self):
+        """The rest of the pass :meth:`load_state_dict` went back to."""
+        return self._batches()
+
+    def _batches(self):
         bs, n = self.batch_size, self.n
-        rebuild, transfer = self._rebuild, self._per_batch_transfer
-        for _ in range(steps):
-            if self._cursor >= n:
-                self._start_pass()
+        rebuild, transfer = self._rebuild_batch, self._per_batch_transfer
+        while self._cursor < n:
             start = self._cursor
             stop = self._cursor = min(start + bs, n)
-            if self._pass is not None:
+            if self._pass is not None:  # read each batch: map_targets may replace it mid-pass
                 batch = [t[start:stop] for t in self._pass]
             else:
                 idx = self._perm[start:stop]
@@ -309,13 +322,34 @@ class ArraySource:
                 batch = [t.to(self.device, non_blocking=True) for t in batch]
             yield rebuild(batch)[0]
 
+    def epoch(self, skip=0):
+        """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
+        return _epoch_batches(self, skip)
 
-def unpack_x_y_sample_weight(data, what="x: got"):
-    """``(x, y, sample_weight)`` from a batch or a data tuple, by Keras's rule: a tuple (or list) of one,
-    two or three items is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else is ``x`` alone.
 
-    >>> unpack_x_y_sample_weight((x, y))          # doctest: +SKIP
-    (x, y, None)
+def pack_x_y_sample_weight(x, y=None, sample_weight=None):
+    """The batch Keras hands to ``train_step``: ``(x, y, sample_weight)``, ``(x, y)`` without weights, and
+    without targets ``x`` alone (``(x,)`` when x is a tuple or list, so that it unpacks as one input).
+
+    >>> pack_x_y_sample_weight("x", "y")
+    ('x', 'y')
+    >>> pack_x_y_sample_weight(("x1", "x2"))
+    (('x1', 'x2'),)
+    """
+    if y is None and sample_weight is None:
+        return (x,) if isinstance(x, (tuple, list)) else x
+    if sample_weight is None:
+        return (x, y)
+    return (x, y, sample_weight)
+
+
+def unpack_x_y_sample_weight(data, what="data: got"):
+    """``(x, y, sample_weight)`` from a batch, by Keras's rule: a tuple (or list) of one, two or three items
+    is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else is ``x`` alone. Use it in a custom
+    ``train_step`` (``fitkit.utils.unpack_x_y_sample_weight``, Keras's name).
+
+    >>> unpack_x_y_sample_weight(("x", "y"))
+    ('x', 'y', None)
     """
     if not isinstance(data, (tuple, list)):
         return data, None, None
@@ -332,12 +366,12 @@ def unpack_x_y_sample_weight(data, what="x: got"):
 class IterableSource:
     """Batches from a DataLoader, generator or any iterable, moved to the device one at a time.
 
-    With ``steps`` set, the iterator is kept across epochs (an endless generator works); when a
-    re-iterable (a DataLoader) runs out it starts again, when a one-shot generator runs out training
-    stops with a warning, as in Keras.
+    :meth:`new_pass` is a fresh ``iter()`` of a re-iterable (a DataLoader) and the same iterator again for
+    a one-shot generator, which sets ``exhausted`` once it has run dry. Which batches make an epoch
+    (``steps``) is Keras's EpochIterator's rule, in :mod:`fitkit.epoch_iterator`.
     """
 
-    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, keep_iterator=None):
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None):
         self.iterable = iterable
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
@@ -346,59 +380,39 @@ class IterableSource:
         # probe iter() would draw from the loader's generator (changing the user's shuffle order) and
         # start its worker processes.
         self.one_shot = isinstance(iterable, collections.abc.Iterator) or not hasattr(iterable, "__iter__")
-        self.keep_iterator = steps is not None if keep_iterator is None else keep_iterator
         self._iterator = None
         self.exhausted = False
         self.example = None
         self.non_blocking = self.device.type == "cuda"
 
     @property
-    def num_steps(self):
-        """Batches per epoch, or None when the iterable does not say."""
-        if self.steps is not None:
-            return self.steps
+    def num_batches(self):
+        """Batches in one pass, or None when the iterable does not say."""
         try:
             return len(self.iterable)
         except TypeError:
             return None
 
-    def _next_batch(self):
-        if self._iterator is None:
-            if self.exhausted and self.one_shot:
-                raise StopIteration
-            self._iterator = iter(self.iterable)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._iterator = None
-            if self.one_shot:
-                self.exhausted = True
-                raise
-            if self.steps is None:
-                raise
-            self._iterator = iter(self.iterable)  # a DataLoader with steps_per_epoch: start it again
-            return next(self._iterator)
+    @property
+    def num_steps(self):
+        """Batches per epoch, or None when the iterable does not say."""
+        return self.steps if self.steps is not None else self.num_batches
 
-    def epoch(self, skip=0):
-        """Yield one epoch of ``(x, y, sample_weight)`` batches on the device."""
-        if not self.keep_iterator:
-            self._iterator = None
-        step = 0
-        limit = self.steps
-        while limit is None or step < limit:
-            try:
-                raw = self._next_batch()
-            except StopIteration:
-                if limit is not None and step < limit:
-                    warnings.warn(f"The input ran out of data after {step} of {limit} steps of this epoch; "
-                                  "training stops here. Give steps_per_epoch no larger than what the data "
-                                  "yields, or an endless generator.", stacklevel=3)
-                    self.exhausted = True
-                return
-            step += 1
-            if step <= skip:
-                continue
-            x, y, sw = unpack_x_y_sample_weight(raw, "x: an iterable yielded")
+    def _raw(self):
+        if not self.one_shot:
+            return iter(self.iterable)
+        if self._iterator is None:
+            it = self.iterable
+            self._iterator = iter(it) if hasattr(it, "__iter__") else iter(it.__next__, object())
+        return self._iterator
+
+    def new_pass(self):
+        """An iterator over the batches of a pass, each unpacked, converted, moved and packed as Keras's."""
+        return self._batches(self._raw())
+
+    def _batches(self, raw):
+        for item in raw:
+            x, y, sw = unpack_x_y_sample_weight(item, "x: an iterable yielded")
             x = move(tensors(x, "x"), self.device, self.non_blocking)
             y = move(tensors(y, "y"), self.device, self.non_blocking)
             sw = move(tensors(sw, "sample_weight"), self.device, self.non_blocking)
@@ -406,7 +420,23 @@ class IterableSource:
                 sw = apply_class_weight(y, sw, self.class_weight)
             if self.example is None:
                 self.example = map_structure(lambda t: t[:1], x)
-            yield x, y, sw
+            yield pack_x_y_sample_weight(x, y, sw)
+        if self.one_shot:
+            self.exhausted = True
+
+    def epoch(self, skip=0):
+        """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
+        return _epoch_batches(self, skip)
+
+
+def _epoch_batches(source, skip=0):
+    """One epoch of ``source``'s batches, in order, by the EpochIterator that fit would use (kept on the
+    source, so that a pass runs on into the next call with ``steps``)."""
+    it = source.__dict__.get("_epoch_iterator")
+    if it is None:
+        it = source.__dict__["_epoch_iterator"] = EpochIterator(source)
+    for _, _, batches in it.epoch(skip):
+        yield from batches
 
 
 # ----------------------------------------------------------------------------------------- adapt

@@ -5,13 +5,16 @@ the epoch counter) so that a second ``fit`` call carries on exactly where the fi
 loops themselves live in :mod:`fitkit.trainer`.
 """
 
+import inspect
 import os
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import checkpoint, compiled, data, losses, metrics, optimizers, trainer
+from .data import unpack_x_y_sample_weight
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
 
@@ -19,6 +22,49 @@ from .training_state import TrainingState
 def _batch_size(y_pred, x):
     leaf = y_pred if isinstance(y_pred, torch.Tensor) else (data.flatten(y_pred) or data.flatten(x))[0]
     return leaf.shape[0] if leaf.dim() else 1
+
+
+_TAKES_TRAINING = {}  # function -> whether it has a `training` parameter (Keras checks the signature too)
+
+
+def _takes_training(fn):
+    fn = getattr(fn, "__func__", fn)
+    takes = _TAKES_TRAINING.get(fn)
+    if takes is None:
+        try:
+            takes = _TAKES_TRAINING[fn] = "training" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            takes = False
+    return takes
+
+
+def _is_metric(value):
+    return isinstance(value, (metrics.Metric, compiled.LossTracker))
+
+
+def _attribute_metrics(model):
+    """The Metric objects stored as attributes of ``model`` (also in a list, tuple or dict attribute), in
+    the order they were set: Keras tracks them the same way and lists them in ``model.metrics``."""
+    found = []
+    for value in vars(model).values():
+        if _is_metric(value):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if _is_metric(v))
+        elif isinstance(value, dict) and value and all(_is_metric(v) for v in value.values()):
+            found.extend(value.values())
+    return found
+
+
+def _nothing_to_train(model, loss):
+    """A step whose loss has no gradient: fine (and said once) when no parameter is trainable, as in Keras;
+    otherwise torch's own error about the loss, as a hand-written loop would get it."""
+    if any(p.requires_grad for p in model.parameters()):
+        loss.backward()
+    if not model.__dict__.get("_fitkit_warned_untrainable"):
+        model.__dict__["_fitkit_warned_untrainable"] = True
+        warnings.warn("The model does not have any trainable weights: fit computes and logs the loss, and no "
+                      "weight changes (every parameter is frozen, or there are none).", UserWarning, stacklevel=4)
 
 
 class Model(nn.Module):
@@ -56,6 +102,8 @@ class Model(nn.Module):
         self._compiled = None
         self.training_state = TrainingState(self)
         self.stop_training = False
+        self.stop_evaluating = False  # Keras: set True (in a callback) to end evaluate after the current batch
+        self.stop_predicting = False  # the same for predict
         self.stop_reason = None
         self.history = None
         self._input_example = None  # a batch of one input of the last data seen, for summary()
@@ -68,6 +116,23 @@ class Model(nn.Module):
         # An unpickled model (architecture="pickle") gets the fresh training state save() put in its place.
         if isinstance(self.__dict__.get("training_state"), TrainingState):
             self.training_state.model = self
+
+    def __call__(self, *args, **kwargs):
+        # Keras code calls `model(x, training=True)`: a forward that takes `training` gets it; otherwise
+        # it is torch's train/eval mode, set for this call only when it differs from the model's mode.
+        if "training" in kwargs and not _takes_training(self._forward_fn()):
+            training = kwargs.pop("training")
+            if training is not None and bool(training) != self.training:
+                was = self.training
+                self.train(bool(training))
+                try:
+                    return super().__call__(*args, **kwargs)
+                finally:
+                    self.train(was)
+        return super().__call__(*args, **kwargs)
+
+    def _forward_fn(self):
+        return self.forward
 
     # ------------------------------------------------------------------ placement
     def to(self, *args, **kwargs):
@@ -164,30 +229,101 @@ class Model(nn.Module):
         return self(x)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss of a batch as compile configured it; also adds it to the epoch's loss tracker."""
-        state = self._compiled
+        """The total loss of a batch as ``compile(loss=..., loss_weights=...)`` configured it, as Keras's.
+
+        x: the inputs (unused here; an override may use them). y: the targets. y_pred: the model's
+        outputs (``self(x)``). sample_weight: per-sample weights or None. training: whether this is a
+        training step (True) or evaluation (False); an override may leave the argument out, as in Keras
+        (fit then calls it without). Returns a 0-dim tensor. As in Keras, it records the unweighted loss
+        of each output (several outputs) but not the total: ``train_step`` / ``test_step`` add the total
+        to the loss tracker (``self.metrics[0]``), weighted by the batch size.
+
+        >>> loss = self.compute_loss(y=y, y_pred=y_pred)   # in a custom train_step
+        """
+        state = compiled.require(self, "compute_loss")
         if state.loss is None:
-            raise RuntimeError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
-                               "train_step/compute_loss")
+            raise ValueError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
+                             "compute_loss (or train_step)")
         if y is None:
             raise ValueError("y: the data has no targets; fit and evaluate need (x, y) to compute the loss")
         total, parts = state.loss(y, y_pred, sample_weight)
-        state.update_loss(total, parts, _batch_size(y_pred, x))
+        if parts:
+            state.update_parts(parts, _batch_size(y_pred, x))
         return total
 
+    def _compute_loss(self, x, y, y_pred, sample_weight, training):
+        """``compute_loss``, also when an override leaves out ``training`` (Keras checks the same way)."""
+        fn = type(self).compute_loss
+        if fn is Model.compute_loss or _takes_training(fn):
+            return self.compute_loss(x, y, y_pred, sample_weight, training=training)
+        return self.compute_loss(x, y, y_pred, sample_weight)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Update the compiled metrics with a batch; returns the running logs (read lazily)."""
-        self._compiled.update_metrics(y, y_pred, sample_weight)
+        """Update the compiled metrics with a batch and return the results of ``self.metrics``, as Keras's.
+
+        Returns a mapping log key -> value, read lazily (no device sync until somebody reads it).
+        """
+        compiled.require(self, "compute_metrics").update_metrics(y, y_pred, sample_weight)
         return self.get_metrics_result()
 
+    @property
+    def metrics(self):
+        """Keras's ``model.metrics``: the loss tracker (``"loss"``), the loss of each output (several
+        outputs), the compile-metrics object (named ``"compile_metrics"``; its ``result()`` is a dict of
+        every compiled metric) and every :class:`fitkit.metrics.Metric` stored as an attribute of the
+        model. Each has ``reset_state()``, ``update_state(...)`` and ``result()``; fit resets them all at
+        each epoch and evaluate at its start. (Keras lists the per-output losses after the compiled metrics;
+        fitkit lists them before, the order of the logs.)
+
+        >>> for metric in self.metrics:                     # a Keras custom train_step
+        ...     if metric.name == "loss":
+        ...         metric.update_state(loss)
+        ...     else:
+        ...         metric.update_state(y, y_pred)
+        """
+        found = []
+        state = self._compiled
+        if state is not None:
+            found.append(state.tracker)
+            found.extend(state.part_trackers.values())
+            if state.metrics is not None:
+                found.append(state.metrics)
+        for metric in _attribute_metrics(self):
+            if not any(metric is m for m in found):
+                found.append(metric)
+        return found
+
     def get_metrics_result(self):
-        """The running loss and metrics as a :class:`~fitkit.logs.LazyLogs` (floats on first read)."""
-        return LazyLogs(self._compiled.results)
+        """The results of ``self.metrics`` by log key (a dict result, the compiled metrics', is merged in), as
+        a :class:`~fitkit.logs.LazyLogs`: device values become floats only when read."""
+        return LazyLogs(self._metrics_result)
+
+    def _metrics_result(self):
+        values = {}
+        for metric in self.metrics:
+            result = metric.result()
+            if isinstance(result, dict):
+                values.update(result)
+            else:
+                values[metric.name] = result
+        return values
 
     def reset_metrics(self):
-        """Start the loss tracker and every metric afresh (fit does it each epoch)."""
-        if self._compiled is not None:
-            self._compiled.reset()
+        """Start the loss tracker and every metric of ``self.metrics`` afresh (fit does it each epoch)."""
+        state = self._compiled
+        own = ()
+        if state is not None:
+            state.reset()
+            own = (state.tracker, state.metrics, *state.part_trackers.values())
+        for metric in self.metrics:
+            if not any(metric is m for m in own):
+                (getattr(metric, "reset_state", None) or metric.reset)()
+
+    @property
+    def trainable_weights(self):
+        """Keras's name for the parameters that train (``requires_grad``): torch Parameters, so a Keras step's
+        ``v.value.grad`` is ``v.grad`` here."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     @property
     def _default_train_step(self):
@@ -195,29 +331,55 @@ class Model(nn.Module):
         return type(self).train_step is Model.train_step
 
     def train_step(self, data):
-        """One optimisation step on ``data = (x, y, sample_weight)``; returns the running logs.
+        """One optimisation step on a batch; returns the logs (loss and metrics so far this epoch).
 
-        Override it to change what a step does (a GAN, a custom loss); return a dict of values.
+        data: what Keras passes: ``(x, y)``, or ``(x, y, sample_weight)`` when there are sample or class
+        weights, or ``x`` alone when there are no targets (``(x,)`` when x is a tuple or list of inputs);
+        ``fitkit.utils.unpack_x_y_sample_weight(data)`` splits any of them. The step: forward, ``compute_loss``,
+        the loss tracker updated with the batch loss weighted by the batch size (so the logged ``loss``
+        is the mean over samples), backward, ``optimizer.step()``, ``compute_metrics``. With no trainable
+        parameter it skips backward and step (one warning), as Keras does.
+
+        Override it to change what a step does (a GAN, a custom loss), Keras's way: call
+        ``self(x, training=True)``, ``self.compute_loss(...)``, ``self.optimizer`` and return a dict of
+        values (tensors or floats; a nested dict is merged in), or ``self.compute_metrics(...)``.
+
+        >>> def train_step(self, data):
+        ...     x, y, sample_weight = fitkit.utils.unpack_x_y_sample_weight(data)
+        ...     y_pred = self(x, training=True)
+        ...     loss = self.compute_loss(x, y, y_pred, sample_weight)
+        ...     self.zero_grad()
+        ...     loss.backward()
+        ...     self.optimizer.step()
+        ...     self.metrics[0].update_state(loss, sample_weight=len(y))
+        ...     return self.compute_metrics(x, y, y_pred, sample_weight)
         """
-        x, y, sample_weight = data
-        optimizer = self._compiled.optimizer
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
-        loss = self.compute_loss(x, y, y_pred, sample_weight)
-        optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
-        loss.backward()
-        optimizer.step()
+        loss = self._compute_loss(x, y, y_pred, sample_weight, training=True)
+        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
+        if loss.requires_grad:
+            optimizer = self._compiled.optimizer
+            optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
+            loss.backward()
+            optimizer.step()
+        else:
+            _nothing_to_train(self, loss)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        """Loss and metrics on ``data = (x, y, sample_weight)`` without training; returns the running logs."""
-        x, y, sample_weight = data
+        """Loss and metrics on a batch without training (``data`` as in :meth:`train_step`); returns the logs
+        so far this evaluation. Override it like ``train_step``."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
-        self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        loss = self._compute_loss(x, y, y_pred, sample_weight, training=False)
+        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
-        """The model's outputs for ``data = (x, y, sample_weight)`` (only x is used)."""
-        return self._forward(data[0])
+        """The model's outputs for a batch (``data`` as in :meth:`train_step`; only x is used)."""
+        x, _, _ = unpack_x_y_sample_weight(data)
+        return self._forward(x)
 
     # ------------------------------------------------------------------ fit / evaluate / predict
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -461,6 +623,9 @@ class Wrapped(Model):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+    def _forward_fn(self):
+        return self.module.forward
 
 
 def _allowlist():

@@ -258,12 +258,13 @@ _ACCEPTED = (
 )
 
 
-def get(identifier, params, device=None):
+def get(identifier, params, device=None, allow_empty=False):
     """The torch optimizer that ``compile(optimizer=identifier)`` means, over ``params``.
 
     A name (case-insensitive) builds that optimizer with Keras's defaults; a spec (or a spec class, or a
     ``{"class_name": ..., "config": ...}`` dict from :func:`serialize`) is built; a torch optimizer is
-    returned as it is.
+    returned as it is. ``allow_empty`` builds a named or spec optimizer over no parameters (one empty param
+    group) instead of refusing: compile does it for a model that has none.
 
     >>> import torch
     >>> get("sgd", torch.nn.Linear(2, 1).parameters()).param_groups[0]["lr"]
@@ -271,6 +272,10 @@ def get(identifier, params, device=None):
     """
     if isinstance(identifier, torch.optim.Optimizer):
         return _check_given_optimizer(identifier, params)
+    if allow_empty:
+        params = list(params)
+        if not _tensors_of(params):
+            params = [{"params": []}]
     if isinstance(identifier, str):
         key = identifier.strip().lower()
         if key not in _BY_NAME:
@@ -396,7 +401,8 @@ def _as_param_list(params):
         raise TypeError(
             f"optimizer: params must be an iterable of tensors or param-group dicts, got {type(params).__name__}"
         ) from None
-    if not _tensors_of(params):
+    if not _tensors_of(params) and not (len(params) == 1 and isinstance(params[0], dict)
+                                         and not list(params[0].get("params", [None]))):
         raise ValueError(
             "optimizer: the model has no parameters to optimize (got an empty parameter list); "
             "build the model's layers before compile, or compile without an optimizer"
@@ -421,6 +427,8 @@ def _tensors_of(params):
 def _build_fastest(torch_class, params, kwargs, device):
     """``torch_class(params, **kwargs)`` with fused kernels if they run here, else foreach, else default."""
     tensors = _tensors_of(params)
+    if not tensors:  # an empty group (a model without parameters): no kernel to choose
+        return torch_class(params, **kwargs)
     device_types = {torch.device(device).type} if device is not None else {t.device.type for t in tensors}
     plain = all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)
     if plain and torch_class in _FUSED_DEVICES and all(t.is_floating_point() for t in tensors):
