@@ -709,7 +709,8 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
         nn.Module.to(model, target)
     # A model without parameters (parameter-free, say) compiles as in Keras: its optimizer holds an empty
     # param group, so the learning rate, schedulers and checkpoints work as for any model.
-    opt = optimizers.get(optimizer, model.parameters(), device=target, allow_empty=True)
+    opt = optimizers.with_keras_attributes(
+        optimizers.get(optimizer, model.parameters(), device=target, allow_empty=True))
     sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
     if sched is not None and (not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt):
         raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "

@@ -12,11 +12,13 @@ weights, ``x`` alone without targets (``(x,)`` when x is a tuple or list of inpu
 
 import collections.abc
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from .epoch_iterator import EpochIterator
+from .py_dataset import PyDatasetSource, is_sequence
 
 _ARRAY_KINDS = (np.ndarray, torch.Tensor)
 
@@ -88,36 +90,77 @@ def is_array_like(value):
     return False
 
 
-def to_tensor(value, name):
-    """A tensor from an array-like; float64 NumPy data becomes float32 as in Keras."""
+def to_tensor(value, name, float_dtype=torch.float32):
+    """A tensor from an array-like; float64 data (NumPy or torch) becomes ``float_dtype`` (the model's float
+    dtype; float32 by default), as Keras casts float64 arrays to floatx."""
     if isinstance(value, torch.Tensor):
-        return value
+        return value.to(float_dtype) if value.dtype == torch.float64 and float_dtype != torch.float64 else value
     if not isinstance(value, np.ndarray):
         try:
             value = np.asarray(value)
         except Exception as exc:
             raise TypeError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
                             "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
-    if value.dtype == np.float64:
+    if value.dtype == np.float64 and float_dtype == torch.float32:
         value = value.astype(np.float32)
     elif value.dtype == object or value.dtype.kind in "USO":
         raise TypeError(f"{name}: got an array of dtype {value.dtype}; expected numbers "
                         "(encode strings and objects as numbers first)")
     if not value.flags.writeable or not value.flags.c_contiguous:
         value = np.ascontiguousarray(value).copy()
-    return torch.from_numpy(value)
+    tensor = torch.from_numpy(value)
+    return tensor.to(float_dtype) if tensor.dtype == torch.float64 and float_dtype != torch.float64 else tensor
 
 
-def tensors(structure, name):
-    """``structure`` with every array-like leaf converted to a tensor."""
+def tensors(structure, name, float_dtype=torch.float32):
+    """``structure`` with every array-like leaf converted to a tensor (float64 to ``float_dtype``)."""
     if structure is None:
         return None
     if isinstance(structure, dict):
-        return {k: tensors(v, f"{name}[{k!r}]") for k, v in structure.items()}
+        return {k: tensors(v, f"{name}[{k!r}]", float_dtype) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)) and not all(
             isinstance(v, (int, float, bool, np.number)) for v in structure):
-        return type(structure)(tensors(v, f"{name}[{i}]") for i, v in enumerate(structure))
-    return to_tensor(structure, name)
+        return type(structure)(tensors(v, f"{name}[{i}]", float_dtype) for i, v in enumerate(structure))
+    return to_tensor(structure, name, float_dtype)
+
+
+class InputCasts:
+    """How data is cast for a model, as Keras's float ``Input`` and floatx casts do.
+
+    ``float_dtype``: what float64 data (x, y and sample weights, from any source) becomes: the dtype of
+    the model's first floating parameter (float32 when it has none). ``int_x_to_float``: an integer x (a
+    single tensor) fed to a model that computes in float is cast to ``float_dtype``, with one warning
+    naming the cast, unless the model's first layer takes integer ids (an ``nn.Embedding``): tutorials
+    feed ``np.array([range(100), ...])`` to Dense layers, and Keras's float Input casts it.
+
+    >>> InputCasts.for_model(torch.nn.Linear(3, 1)).int_x_to_float
+    True
+    """
+
+    def __init__(self, float_dtype=torch.float32, int_x_to_float=False):
+        self.float_dtype = float_dtype
+        self.int_x_to_float = int_x_to_float
+        self.warned = False
+
+    @classmethod
+    def for_model(cls, model):
+        float_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        first = next((m for m in model.modules() if next(m.children(), None) is None), None)
+        takes_ids = isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+        return cls(float_dtype or torch.float32, int_x_to_float=float_dtype is not None and not takes_ids)
+
+    def x(self, x, role="x"):
+        """``x`` cast for the model: an integer single tensor becomes float (one warning per fit)."""
+        if not self.int_x_to_float or not isinstance(x, torch.Tensor) or x.is_floating_point() \
+                or x.is_complex() or x.dtype == torch.bool:
+            return x
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"{role}: integer inputs ({x.dtype}) are cast to {self.float_dtype}, the dtype the "
+                          "model computes in, as Keras's float Input does; pass float data to skip the cast "
+                          "(integer ids for an nn.Embedding first layer stay integer).", UserWarning,
+                          stacklevel=5)
+        return x.to(self.float_dtype)
 
 
 def num_samples(structure, name):
@@ -371,11 +414,12 @@ class IterableSource:
     (``steps``) is Keras's EpochIterator's rule, in :mod:`fitkit.epoch_iterator`.
     """
 
-    def __init__(self, iterable, *, device=None, steps=None, class_weight=None):
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, casts=None):
         self.iterable = iterable
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
         self.class_weight = class_weight
+        self.casts = casts or InputCasts()
         # An iterator (a generator) is one-shot; a re-iterable (a DataLoader) is asked nothing here: a
         # probe iter() would draw from the loader's generator (changing the user's shuffle order) and
         # start its worker processes.
@@ -410,17 +454,24 @@ class IterableSource:
         """An iterator over the batches of a pass, each unpacked, converted, moved and packed as Keras's."""
         return self._batches(self._raw())
 
+    def convert(self, item, what="x: an iterable yielded"):
+        """One raw batch unpacked, converted (and cast), on the device, with class weights, in Keras's form."""
+        x, y, sw = unpack_x_y_sample_weight(item, what)
+        dtype, blocking = self.casts.float_dtype, self.non_blocking
+        x = self.casts.x(move(tensors(x, "x", dtype), self.device, blocking))
+        y = move(tensors(y, "y", dtype), self.device, blocking)
+        sw = move(tensors(sw, "sample_weight", dtype), self.device, blocking)
+        if self.class_weight is not None and y is not None:
+            sw = apply_class_weight(y, sw, self.class_weight)
+        return pack_x_y_sample_weight(x, y, sw)
+
     def _batches(self, raw):
         for item in raw:
-            x, y, sw = unpack_x_y_sample_weight(item, "x: an iterable yielded")
-            x = move(tensors(x, "x"), self.device, self.non_blocking)
-            y = move(tensors(y, "y"), self.device, self.non_blocking)
-            sw = move(tensors(sw, "sample_weight"), self.device, self.non_blocking)
-            if self.class_weight is not None and y is not None:
-                sw = apply_class_weight(y, sw, self.class_weight)
+            batch = self.convert(item)
             if self.example is None:
+                x, _, _ = unpack_x_y_sample_weight(batch)
                 self.example = map_structure(lambda t: t[:1], x)
-            yield pack_x_y_sample_weight(x, y, sw)
+            yield batch
         if self.one_shot:
             self.exhausted = True
 
@@ -453,19 +504,21 @@ def _in_memory(x, y, sample_weight):
 
 
 def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
-           steps=None, class_weight=None, role="x"):
-    """A batch source for any x form fit/evaluate/predict accept.
+           steps=None, class_weight=None, role="x", casts=None):
+    """A batch source for any x form fit/evaluate/predict accept; ``casts`` (:class:`InputCasts`) says how
+    the data is cast for the model.
 
     >>> src = source(np.zeros((10, 3)), np.zeros(10), batch_size=4)
     >>> [tuple(b[0].shape) for b in src.epoch()]
     [(4, 3), (4, 3), (2, 3)]
     """
     table = class_weight_table(class_weight) if class_weight is not None else None
+    casts = casts or InputCasts()
     x, y, sample_weight = _in_memory(x, y, sample_weight)
     if is_array_like(x):
-        x = tensors(x, role)
-        y = tensors(y, "y")
-        sw = tensors(sample_weight, "sample_weight")
+        x = casts.x(tensors(x, role, casts.float_dtype), role)
+        y = tensors(y, "y", casts.float_dtype)
+        sw = tensors(sample_weight, "sample_weight", casts.float_dtype)
         if sw is not None and sw.is_floating_point() is False:
             sw = sw.float()
         if table is not None:
@@ -486,7 +539,14 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
     if _is_dataset(x):
         loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
                                              generator=generator if shuffle else None)
-        return IterableSource(loader, device=device, steps=steps, class_weight=table)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts)
+    if is_sequence(x):
+        if batch_size is not None:
+            raise ValueError(f"batch_size: got {batch_size} with a {type(x).__name__} (a PyDataset/Sequence), "
+                             "whose items are whole batches; leave batch_size as None")
+        convert = IterableSource(x, device=device, class_weight=table, casts=casts).convert
+        return PyDatasetSource(x, lambda item: convert(item, f"{role}: {type(x).__name__}.__getitem__ returned"),
+                               shuffle=shuffle, generator=generator, steps=steps)
     if isinstance(x, torch.utils.data.DataLoader) or isinstance(x, torch.utils.data.IterableDataset) \
             or hasattr(x, "__iter__") or hasattr(x, "__next__"):
         if batch_size is not None and isinstance(x, torch.utils.data.DataLoader):
@@ -495,7 +555,7 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
         if isinstance(x, (str, bytes)):
             raise TypeError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
                             "or an iterable of batches")
-        return IterableSource(x, device=device, steps=steps, class_weight=table)
+        return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts)
     raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
                     "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")
 
@@ -535,7 +595,7 @@ def _validation_triple(validation_data):
 
 def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class_weight=None, steps_per_epoch=None,
           validation_split=0.0, validation_data=None, validation_batch_size=None, validation_steps=None,
-          generator=None, device=None):
+          generator=None, device=None, casts=None):
     """fit's data: ``(train, validation)`` batch sources (validation None when there is none).
 
     ``validation_data`` wins over ``validation_split``, which takes the last samples before shuffling.
@@ -551,8 +611,8 @@ def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class
     else:
         val = None
     train = source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device,
-                   steps=steps_per_epoch, class_weight=class_weight)
+                   steps=steps_per_epoch, class_weight=class_weight, casts=casts)
     if val is not None:
         val = source(*val, batch_size=validation_batch_size or batch_size, device=device, steps=validation_steps,
-                     role="validation_data")
+                     role="validation_data", casts=casts)
     return train, val

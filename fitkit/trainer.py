@@ -113,7 +113,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     train, val = data.adapt(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight,
                             steps_per_epoch=steps_per_epoch, validation_split=validation_split,
                             validation_data=validation_data, validation_batch_size=validation_batch_size,
-                            validation_steps=validation_steps, generator=state.generator, device=compiled.device)
+                            validation_steps=validation_steps, generator=state.generator, device=compiled.device,
+                            casts=data.InputCasts.for_model(model))
     preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
     k = compiled.steps_per_execution
     train, val = EpochIterator(train, steps_per_execution=k), val and EpochIterator(val, steps_per_execution=k)
@@ -182,8 +183,8 @@ def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, hi
 
 def _should_stop(model, train, started, epochs_done, time_budget, last=False):
     """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will."""
-    if train.exhausted:
-        if not last and not model.stop_training:
+    if train.exhausted and not last:
+        if not model.stop_training:
             train.warn_exhausted()  # never silently: epochs were still to come
         model.stop_training = True
         model.stop_reason = model.stop_reason or "data_exhausted"
@@ -313,7 +314,8 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
     source = EpochIterator(data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device,
-                                       steps=steps), steps_per_execution=compiled.steps_per_execution)
+                                       steps=steps, casts=data.InputCasts.for_model(model)),
+                           steps_per_execution=compiled.steps_per_execution)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     logs = evaluate_epoch(model, source, cbs)
@@ -342,8 +344,8 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
         raise ValueError("x: got None; expected inputs to predict on")
     numpy_out = data.is_numpy_input(x)
     k = model._compiled.steps_per_execution if model._compiled is not None else 1
-    source = EpochIterator(data.source(x, batch_size=batch_size, device=model.device, steps=steps),
-                           steps_per_execution=k)
+    source = EpochIterator(data.source(x, batch_size=batch_size, device=model.device, steps=steps,
+                                       casts=data.InputCasts.for_model(model)), steps_per_execution=k)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
