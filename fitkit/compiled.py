@@ -189,7 +189,7 @@ class LossContainer:
                     f"`loss` keys {list(self.losses)}."
                 )
             return dict(w)
-        raise TypeError(f"Invalid type for argument `loss_weights`: {w!r} ({type(w).__name__}). Expected "
+        raise ValueError(f"Invalid type for argument `loss_weights`: {w!r} ({type(w).__name__}). Expected "
                         f"a number, a list or a dict.")
 
     def _plan(self, y_pred):

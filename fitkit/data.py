@@ -99,8 +99,8 @@ def to_tensor(value, name, float_dtype=torch.float32):
         try:
             value = np.asarray(value)
         except Exception as exc:
-            raise TypeError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
-                            "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
+            raise ValueError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
+                             "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
     if value.dtype == np.float64 and float_dtype == torch.float32:
         value = value.astype(np.float32)
     elif value.dtype == object or value.dtype.kind in "USO":
@@ -194,7 +194,7 @@ def move(structure, device, non_blocking=False):
 def class_weight_table(class_weight, name="class_weight"):
     """A float tensor ``table[c]`` = weight of class ``c`` (classes not listed weigh 1)."""
     if not isinstance(class_weight, dict) or not class_weight:
-        raise TypeError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
+        raise ValueError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
     for key, value in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
             raise ValueError(f"{name}: got the key {key!r}; expected non-negative integer class indices")
@@ -553,11 +553,11 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
             raise ValueError(f"batch_size: got {batch_size} with a DataLoader, which batches itself; "
                              "leave batch_size as None")
         if isinstance(x, (str, bytes)):
-            raise TypeError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
-                            "or an iterable of batches")
+            raise ValueError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
+                             "or an iterable of batches")
         return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts)
-    raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
-                    "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")
+    raise ValueError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
+                     "dict of them, a torch Dataset, a DataLoader, a PyDataset, or a generator/iterable of batches")
 
 
 def split_validation(x, y, sample_weight, validation_split):

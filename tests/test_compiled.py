@@ -100,7 +100,7 @@ def test_container_structure_errors():
         LossContainer([None, None])
     with pytest.raises(ValueError, match=r"`loss`.*'msee'"):
         LossContainer(["mse", "msee"])
-    with pytest.raises(TypeError, match=r"`loss_weights`"):
+    with pytest.raises(ValueError, match=r"`loss_weights`"):
         LossContainer("mse", loss_weights="heavy")
 
 

@@ -109,7 +109,7 @@ def test_class_weight_with_sample_weight_is_refused_as_in_keras():
 
 
 def test_class_weight_errors_name_the_argument():
-    with pytest.raises(TypeError, match="class_weight: got"):
+    with pytest.raises(ValueError, match="class_weight: got"):
         data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight=[1, 2])
     with pytest.raises(ValueError, match="class_weight: got the key -1"):
         data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight={-1: 2.0})
@@ -177,7 +177,7 @@ def test_bad_inputs_have_clear_errors():
         data.source(torch.utils.data.DataLoader(_Squares()), np.zeros(5))
     with pytest.raises(ValueError, match="batch_size: got 8 with a DataLoader"):
         data.source(torch.utils.data.DataLoader(_Squares()), batch_size=8)
-    with pytest.raises(TypeError, match="x: got a int"):
+    with pytest.raises(ValueError, match="x: got a int"):
         data.source(3)
     with pytest.raises(TypeError, match="dtype <U1"):
         data.source(np.array([["a"], ["b"]]), np.zeros(2))

@@ -1,5 +1,6 @@
 """fitkit.trainer: every fit / evaluate / predict argument and input form, logs, callbacks order."""
 import collections.abc
+import re
 
 import numpy as np
 import pytest
@@ -371,3 +372,21 @@ def test_stop_training_in_a_batch_hook_ends_the_epoch_after_that_batch_as_keras(
     assert seen == [0, 1] and history.epoch == [0]
     assert "val_loss" in history.history  # the epoch still validates and ends normally
     assert ("epoch_end", 0) in rec.calls
+
+
+def test_wrong_data_types_raise_value_errors_as_keras():
+    """Keras raises ValueError for data it does not recognise ("Unrecognized data type"), a class_weight
+    that is not a mapping and loss_weights of the wrong type; fitkit does too, naming the argument."""
+    x, y = _data(n=8)
+    model = _model()
+    cases = [
+        (lambda: model.fit(3, verbose=0), "x: got a int; expected a NumPy array"),
+        (lambda: model.fit("data.csv", verbose=0), "x: got a string 'data.csv'"),
+        (lambda: model.predict(object(), verbose=0), "x: got a object"),
+        (lambda: model.evaluate(x, y[:5], verbose=0), "x, y and sample_weight: the arrays have different"),
+        (lambda: model.fit(x, y, class_weight=[1.0, 2.0], verbose=0), "class_weight: got [1.0, 2.0]"),
+        (lambda: model.compile(loss="mse", loss_weights="heavy"), "`loss_weights`"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
