@@ -160,19 +160,34 @@ class Model(nn.Module):
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
                 scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None):
-        """Configure training: optimizer, loss, metrics and (fitkit) a learning-rate scheduler.
+        """Configure training, as Keras's ``compile``: optimizer, loss, metrics, and (fitkit) a scheduler.
 
-        optimizer: a name ("adam", "sgd", ...), a ``fitkit.optimizers`` spec, or a torch optimizer.
-        loss: a Keras name, a loss object, a callable ``(y_true, y_pred)``, or a torch loss module or
-            functional (called as torch does, ``(y_pred, y_true)``); a list or dict for several outputs.
-        metrics / weighted_metrics: names, metric objects, or torchmetrics-style objects.
-        scheduler: a torch LR scheduler on this optimizer, or a function ``optimizer -> scheduler``;
-            stepped each epoch, or each batch with ``scheduler_interval="step"``. A torch
-            ``ReduceLROnPlateau`` gets ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
-        device: where to train; by default a model left on the CPU trains on CUDA, then MPS, when
-            present, and a model the user placed stays where it is.
-        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss: accepted for Keras code;
-            fitkit always runs eagerly and one step at a time, which is already its fastest path.
+        optimizer="rmsprop": a Keras name ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta",
+            "adamax", "nadam"; Keras's defaults), a ``fitkit.optimizers`` spec such as ``Adam(learning_rate=
+            1e-3)``, or (fitkit) any ``torch.optim.Optimizer``, used as it is. ``model.optimizer`` is the
+            torch optimizer, with Keras's ``learning_rate`` (read and assign), ``iterations`` and ``apply``.
+        loss=None: a Keras name ("mse", "binary_crossentropy", ...), a loss object, a callable
+            ``(y_true, y_pred)``, or (fitkit) a torch loss module or functional, called in torch's order
+            ``(y_pred, y_true)``; a list or dict for several outputs (None skips an output).
+        loss_weights=None: a number, or a list / dict (per output) weighting each output's loss.
+        metrics=None: a list of names ("accuracy", "mae", ...), metric objects or (fitkit) torchmetrics-
+            style objects, computed without sample weights; for several outputs a dict output -> metrics
+            or a list with one entry per output, as Keras 3. "accuracy" is resolved from the loss and shapes.
+        weighted_metrics=None: the same, computed with ``sample_weight`` / ``class_weight``.
+        run_eagerly=None, jit_compile="auto", auto_scale_loss=True: accepted for Keras code; fitkit runs
+            eagerly (its fastest path for most models).
+        steps_per_execution=1: train (and test, predict) steps per execution: the batch hooks run once
+            per execution, ``on_train_batch_begin(first step)`` and ``on_train_batch_end(first + k - 1,
+            logs)``, as in Keras (also for a last, partial execution; an epoch of S steps runs
+            ``ceil(S / k)`` executions of up to k steps).
+        scheduler=None (fitkit): a torch LR scheduler on this optimizer, or a function
+            ``optimizer -> scheduler``; stepped each epoch, or each batch with ``scheduler_interval="step"``;
+            its rate is then logged as ``learning_rate``. A torch ``ReduceLROnPlateau`` gets
+            ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
+        device=None (fitkit): where to train; by default a model left on the CPU trains on CUDA, then MPS,
+            when present, and a model the user placed stays where it is.
+
+        Returns None. A model without trainable parameters compiles (its optimizer holds an empty group).
 
         >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
         """
@@ -386,22 +401,50 @@ class Model(nn.Module):
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
             validation_freq=1, max_epochs=1000, time_budget=None):
-        """Train the model and return a :class:`~fitkit.history.History`, as Keras's ``fit``.
+        """Train the model for ``epochs`` epochs, as Keras's ``fit``; returns a new :class:`~fitkit.History`.
 
-        x: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
-        positional arguments, or a dict, passed as keyword arguments), a ``Dataset``, a ``DataLoader``,
-        or an iterable yielding ``(x, y)`` or ``(x, y, sample_weight)`` (then y is None).
-        epochs: the index of the last epoch: ``initial_epoch=2, epochs=5`` runs epochs 2, 3 and 4.
-        validation_split: the last fraction of the samples, taken before shuffling.
-        Calling fit again goes on from the current weights, optimizer, scheduler and data order.
+        x=None: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
+            positional arguments, or a dict, passed as keyword arguments), a torch ``Dataset`` or
+            ``DataLoader``, a ``fitkit.utils.PyDataset`` (Keras's Sequence), or a generator / iterable
+            yielding ``(x, y)`` or ``(x, y, sample_weight)``. float64 data becomes the model's float dtype;
+            integer x for a float model is cast (one warning), as Keras's float Input does.
+        y=None: the targets, like x; None when x yields its own targets.
+        batch_size=None: samples per step (32 when None); not with a DataLoader, PyDataset or generator.
+        epochs=1: the index of the last epoch: ``initial_epoch=2, epochs=5`` runs epochs 2, 3 and 4.
+            ``"auto"`` (fitkit): train until val_loss stops improving (see below).
+        verbose="auto": 0 silent, 1 a progress bar per epoch, 2 one line per epoch; "auto" is 1.
+        callbacks=None: a list of ``fitkit.callbacks.Callback``; a History and a ProgbarLogger are added.
+        validation_split=0.0: the last fraction of the samples (before shuffling) held out for validation;
+            arrays and tensors only.
+        validation_data=None: ``(x_val, y_val)``, ``(x_val, y_val, sample_weight_val)``, or any x form
+            above; it overrides validation_split.
+        shuffle=True: draw a new order each epoch (from the model's own generator); a PyDataset's batch
+            order too, as Keras 3; ignored for DataLoaders and generators.
+        class_weight=None: dict class index -> weight, applied to the training loss.
+        sample_weight=None: per-sample weights (N,) or per-timestep (N, T), for arrays.
+        initial_epoch=0: the epoch to start at (resuming a run).
+        steps_per_epoch=None: steps per epoch; None is one pass over the data. Below one pass the next
+            epoch goes on where this one stopped; an epoch in which the data runs out ends there with
+            Keras's "Your input ran out of data" warning, and the next starts a new pass (see
+            :mod:`fitkit.epoch_iterator`). A one-shot generator that runs dry ends training, with that warning.
+        validation_steps=None: steps per validation pass (None: the whole validation data).
+        validation_batch_size=None: the validation batch size (default ``batch_size``).
+        validation_freq=1: validate after every n-th epoch.
+        max_epochs=1000, time_budget=None (fitkit): the cap for ``epochs="auto"``; seconds after which no
+            epoch starts that would end past the budget.
+
+        Returns the History: ``history.history`` holds each logged key per epoch (Keras's keys: ``loss``,
+        each metric, their ``val_`` twins; ``learning_rate`` only from ReduceLROnPlateau,
+        LearningRateScheduler or ``compile(scheduler=...)``), ``history.epoch``, ``history.params``,
+        ``history.learning_rates`` and ``history.stop_reason`` (why training stopped). Calling fit again
+        goes on from the current weights, optimizer, scheduler and data order.
 
         ``epochs="auto"`` (fitkit) answers "how many epochs?": it trains until the validation loss
         stops improving, with an ``EarlyStopping(restore_best_weights=True)`` whose patience is scaled
         to the data (about 1000 optimizer steps' worth of epochs: ``ceil(1000 / steps_per_epoch)``,
         at least 5, at most 50 and at most ``max_epochs // 10`` when that is over 5), under a hard cap
         of ``max_epochs`` epochs. With no validation data it holds out ``validation_split=0.2`` and
-        says so once. ``time_budget`` (seconds, any ``epochs``) stops before an epoch that would end
-        past the budget. ``history.stop_reason`` says why training stopped.
+        says so once.
 
         >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
         >>> history.history["val_loss"]
@@ -417,7 +460,15 @@ class Model(nn.Module):
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
-        """The loss (and metrics) on the data: a float, a list ``[loss, metric, ...]``, or a dict.
+        """The loss and metrics on the data in test mode, as Keras's ``evaluate``.
+
+        x=None, y=None, batch_size=None, sample_weight=None: as in :meth:`fit` (batch_size 32 when None).
+        verbose="auto": 0 silent, 1 a progress bar, 2 one line. steps=None: steps to run (None: all the
+        data). callbacks=None: callbacks whose ``on_test_*`` hooks run. return_dict=False: return a dict.
+        ``model.stop_evaluating = True`` (from a callback) ends the evaluation after the current step.
+
+        Returns the loss alone (a float) when nothing else is logged, else the list
+        ``[loss, metric1, ...]`` in log order, or with ``return_dict`` the dict key -> float.
 
         >>> loss, acc = model.evaluate(x_test, y_test)
         """
@@ -425,7 +476,17 @@ class Model(nn.Module):
                                 steps=steps, callbacks=callbacks, return_dict=return_dict)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The outputs for ``x``: NumPy when NumPy went in, CPU tensors otherwise. Works before compile.
+        """The model's outputs for every batch of ``x``, joined, as Keras's ``predict``; works before compile.
+
+        x: as in :meth:`fit` (targets, if the data holds any, are ignored). batch_size=None: 32 when None.
+        verbose="auto": 0 silent, 1 a progress bar. steps=None: steps to run (None: all the data).
+        callbacks=None: callbacks whose ``on_predict_*`` hooks run (``logs["outputs"]`` per batch).
+        ``model.stop_predicting = True`` (from a callback) ends it after the current step, with the outputs
+        so far.
+
+        Returns the outputs in the model's structure (a tensor, or a list, tuple or dict of them, as the
+        model returns; Keras returns a list for a list of outputs and a dict for named ones): NumPy arrays
+        when NumPy went in, CPU tensors otherwise (fitkit).
 
         >>> probabilities = model.predict(x_test)
         """
