@@ -8,7 +8,7 @@
 ...                     callbacks=[fitkit.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
 """
 
-from . import callbacks, checkpoint, losses, metrics, optimizers
+from . import callbacks, checkpoint, losses, metrics, optimizers, utils
 from .history import History
 from .model import Model, Sequential, wrap
 from .seed import set_seed
@@ -16,7 +16,7 @@ from .seed import set_seed
 __version__ = "0.1.0"
 
 __all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "callbacks", "checkpoint", "losses",
-           "metrics", "optimizers", "__version__"]
+           "metrics", "optimizers", "utils", "__version__"]
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trusted=False):

@@ -44,6 +44,11 @@ def output_names(y_pred):
 class LossTracker:
     """The epoch's mean loss over samples: each batch's loss weighted by its size, as Keras logs it.
 
+    It is Keras's loss tracker (``model.metrics[0]``, named ``"loss"``) with Keras's metric methods:
+    ``update_state(loss, sample_weight=None)`` (a batch's loss, weighted by ``sample_weight``: the batch
+    size in fitkit's and Keras's own steps, 1 when not given, as Keras's ``Mean``), ``result()`` and
+    ``reset_state()``. ``update(loss, batch_size)`` is the fast form the steps use.
+
     On an accelerator a step only appends the detached loss to a list (no device op, no sync); the
     weighted mean is computed when somebody reads it, and long epochs are folded into a running sum now
     and then. On the CPU, where reading a value syncs nothing, the sum is a Python float (float64):
@@ -52,12 +57,38 @@ class LossTracker:
 
     _FOLD_EVERY = 4096
 
-    def __init__(self):
+    def __init__(self, name="loss"):
+        self.name = name
         self.reset()
 
     def reset(self):
         self._values, self._sizes = [], []
         self._sum, self._count = None, 0
+
+    def reset_state(self):
+        self.reset()
+
+    def update_state(self, values, sample_weight=None):
+        """Keras's ``Mean.update_state`` for losses: a scalar counts as one value of weight
+        ``sample_weight`` (1 when None); ``(N, ...)`` values count as N values (each the mean of its row)."""
+        values = torch.as_tensor(values).detach()
+        if values.dim() > 0 and sample_weight is not None and not isinstance(sample_weight, numbers.Number) \
+                and torch.as_tensor(sample_weight).numel() > 1:
+            weights = torch.as_tensor(sample_weight, device=values.device, dtype=torch.float64)
+            rows = values.reshape(values.shape[0], -1).double().mean(1) if values.dim() > 1 else values.double()
+            total = weights.sum()
+            self.update((rows * weights).sum() / total, total.item())
+            return
+        if values.dim() > 0:
+            count = values.shape[0]
+            values = values.reshape(count, -1).float().mean() if values.dim() > 1 else values.float().mean()
+            self.update(values, count)
+            return
+        if sample_weight is None:
+            sample_weight = 1
+        elif isinstance(sample_weight, torch.Tensor):
+            sample_weight = sample_weight.item()
+        self.update(values, sample_weight)
 
     def update(self, loss, batch_size):
         if loss.is_cpu and loss.numel() == 1:
@@ -158,7 +189,7 @@ class LossContainer:
                     f"`loss` keys {list(self.losses)}."
                 )
             return dict(w)
-        raise TypeError(f"Invalid type for argument `loss_weights`: {w!r} ({type(w).__name__}). Expected "
+        raise ValueError(f"Invalid type for argument `loss_weights`: {w!r} ({type(w).__name__}). Expected "
                         f"a number, a list or a dict.")
 
     def _plan(self, y_pred):
@@ -301,8 +332,8 @@ class MetricsContainer:
     """The metrics of ``compile(metrics=..., weighted_metrics=...)``, built into named :class:`Metric` objects.
 
     ``metrics``/``weighted_metrics``: a list of identifiers (see :func:`fitkit.metrics.get`); for several outputs, a dict
-    output name -> identifier(s), a list with one list per output, or a flat list applied to every output
-    (log keys "<output>_<metric>"). ``loss``: the resolved loss, or a dict output name -> loss.
+    output name -> identifier(s), or a list with one entry per output (an identifier or a list of them), as
+    Keras 3 distributes a list (log keys "<output>_<metric>"; a dict's outputs in sorted key order). ``loss``: the resolved loss, or a dict output name -> loss.
     ``output_names``: the model's outputs; when None and the first ``y_pred`` is a dict or a list of several
     tensors, names come from the dict keys or are "output_1", "output_2", ...
 
@@ -324,6 +355,7 @@ class MetricsContainer:
         self._output_names = list(output_names) if output_names is not None else None
         self._entries = None  # (log key, metric, output index, weighted)
         self._checked = False
+        self._dict_outputs = False
         if self._output_names is not None or not self._per_output_spec():
             self._build(self._output_names)
 
@@ -358,12 +390,16 @@ class MetricsContainer:
                 raise ValueError(f"`{argument}` names outputs {unknown} that the model does not have; "
                                  f"its outputs are {outputs}. Received {argument}={spec!r}.")
             return [_as_list(spec.get(name)) for name in outputs]
-        if any(_is_group(x) for x in spec):
-            if len(spec) != n:
-                raise ValueError(f"`{argument}` has {len(spec)} entries but the model has {n} outputs "
-                                 f"{outputs}; give one list per output. Received {argument}={spec!r}.")
-            return [_as_list(x) for x in spec]
-        return [list(spec) for _ in range(n)]  # a flat list: every metric on every output
+        # A list on a model with several outputs has one entry per output (a metric or a list of them), as
+        # Keras 3's CompileMetrics reads it; Keras matches a dict's outputs in sorted key order.
+        if len(spec) != n:
+            raise ValueError(f"{argument}: got a list of {len(spec)} entries for a model with {n} outputs "
+                             f"{outputs}; expected one entry per output (a metric or a list of metrics), as "
+                             f"Keras 3 reads a list, or a dict output name -> metrics. Received "
+                             f"{argument}={spec!r}.")
+        order = sorted(outputs, key=str) if self._dict_outputs else outputs
+        by_output = dict(zip(order, spec))
+        return [_as_list(by_output[name]) for name in outputs]
 
     def _build(self, outputs):
         multi = outputs is not None and len(outputs) > 1
@@ -395,10 +431,30 @@ class MetricsContainer:
         if self._output_names is not None:
             return
         names = output_names(y_pred)
+        self._dict_outputs = isinstance(y_pred, dict)
         if names is not None and len(names) > 1:
             self._build(names)
         elif self._entries is None:
             self._build(names if isinstance(y_pred, dict) else None)
+        else:
+            return
+        # Built after the loop reset the sums: metric objects given to compile (or unpickled from a model
+        # file) may still hold sums of an earlier run.
+        self.reset()
+
+    # ---- Keras's metric methods: the compile-metrics object is one entry of ``model.metrics``
+
+    name = "compile_metrics"
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.update(y_true, y_pred, sample_weight)
+
+    def reset_state(self):
+        self.reset()
+
+    def result(self):
+        """Log key -> 0-dim tensor of every compiled metric (a dict, as Keras's ``CompileMetrics``)."""
+        return self.results()
 
     # ---- per batch
 
@@ -494,9 +550,16 @@ class CompiledState:
         self.scheduler_monitor = scheduler_monitor
         self.device = device
         self.config = config
+        self.steps_per_execution = 1  # train/test/predict steps per execution (batch hooks once each)
         self.tracker = LossTracker()
         self.part_trackers = {}
         self._pending_metric_states = None
+        # Keras's compile-metrics object exists from compile on (a custom step lists it in model.metrics and
+        # updates it before any batch has built it); it builds itself on the first batch's outputs.
+        if metrics or weighted_metrics:
+            single = loss.single if loss is not None and loss.single is not None else \
+                (loss.losses if loss is not None else None)
+            self.metrics = MetricsContainer(metrics, weighted_metrics, loss=single)
 
     @property
     def named_metrics_only(self):
@@ -509,21 +572,19 @@ class CompiledState:
     def update_loss(self, total, parts, batch_size):
         """Add a batch's loss (and the unweighted loss of each output, when there are several)."""
         self.tracker.update(total, batch_size)
+        self.update_parts(parts, batch_size)
+
+    def update_parts(self, parts, batch_size):
+        """Add the unweighted loss of each output (several outputs only): Keras's compiled loss does it as
+        it computes the loss, so a ``compute_loss`` call records them; the total is the step's to record."""
         for name, value in parts.items():
             tracker = self.part_trackers.get(name)
             if tracker is None:
-                tracker = self.part_trackers[name] = LossTracker()
+                tracker = self.part_trackers[name] = LossTracker(f"{name}_loss")
             tracker.update(value, batch_size)
 
     def update_metrics(self, y, y_pred, sample_weight=None):
-        """Add a batch to the compiled metrics, building them at the first batch."""
-        if self.metrics is None and (self.metric_specs[0] or self.metric_specs[1]):
-            loss = self.loss.single if self.loss is not None and self.loss.single is not None else \
-                (self.loss.losses if self.loss is not None else None)
-            self.metrics = MetricsContainer(*self.metric_specs, loss=loss, output_names=output_names(y_pred))
-            # The loop reset the sums before this batch, when there was no container yet: metric objects
-            # given to compile (or unpickled from a model file) may still hold sums of an earlier run.
-            self.metrics.reset()
+        """Add a batch to the compiled metrics (built on the outputs of the first batch)."""
         if self.metrics is not None and y is not None:
             self.metrics.update(y, y_pred, sample_weight)
             if self._pending_metric_states is not None:
@@ -649,12 +710,12 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
             raise ValueError(f"{name}: got {value!r}; expected a list of metrics (e.g. ['accuracy']) "
                              "or a dict output name -> list")
     target = resolve_device(device, model)
-    if not list(model.parameters()) and not isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError("optimizer: the model has no parameters to train; create its layers in __init__ "
-                         "before compile")
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
-    opt = optimizers.get(optimizer, model.parameters(), device=target)
+    # A model without parameters (parameter-free, say) compiles as in Keras: its optimizer holds an empty
+    # param group, so the learning rate, schedulers and checkpoints work as for any model.
+    opt = optimizers.with_keras_attributes(
+        optimizers.get(optimizer, model.parameters(), device=target, allow_empty=True))
     sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
     if sched is not None and (not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt):
         raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "
@@ -667,6 +728,9 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
                          "monitor 'loss' (the default) or a metric, or step it per epoch")
     config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
               "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
-              "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor}
-    return CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
-                         scheduler_interval, scheduler_monitor, target, config)
+              "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor,
+              "steps_per_execution": int(steps_per_execution)}
+    state = CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
+                          scheduler_interval, scheduler_monitor, target, config)
+    state.steps_per_execution = int(steps_per_execution)
+    return state

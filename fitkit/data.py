@@ -5,7 +5,9 @@ In-memory data (NumPy arrays, tensors, and lists/tuples/dicts of them) never goe
 from the model's own ``torch.Generator`` and gathers batches with ``index_select``. A ``DataLoader``,
 ``Dataset``, generator or other iterable is iterated as it is, each batch moved to the device.
 
-A batch is always the tuple ``(x, y, sample_weight)``; ``y`` and ``sample_weight`` may be ``None``.
+A batch is what Keras passes to ``train_step``: ``(x, y)``, ``(x, y, sample_weight)`` when there are
+weights, ``x`` alone without targets (``(x,)`` when x is a tuple or list of inputs); see
+:func:`pack_x_y_sample_weight` and :func:`unpack_x_y_sample_weight`.
 """
 
 import collections.abc
@@ -14,6 +16,9 @@ import warnings
 
 import numpy as np
 import torch
+
+from .epoch_iterator import EpochIterator
+from .py_dataset import PyDatasetSource, is_sequence
 
 _ARRAY_KINDS = (np.ndarray, torch.Tensor)
 
@@ -85,36 +90,77 @@ def is_array_like(value):
     return False
 
 
-def to_tensor(value, name):
-    """A tensor from an array-like; float64 NumPy data becomes float32 as in Keras."""
+def to_tensor(value, name, float_dtype=torch.float32):
+    """A tensor from an array-like; float64 data (NumPy or torch) becomes ``float_dtype`` (the model's float
+    dtype; float32 by default), as Keras casts float64 arrays to floatx."""
     if isinstance(value, torch.Tensor):
-        return value
+        return value.to(float_dtype) if value.dtype == torch.float64 and float_dtype != torch.float64 else value
     if not isinstance(value, np.ndarray):
         try:
             value = np.asarray(value)
         except Exception as exc:
-            raise TypeError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
-                            "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
-    if value.dtype == np.float64:
+            raise ValueError(f"{name}: could not convert a {type(value).__name__} to an array ({exc}); "
+                             "expected a NumPy array, a torch tensor, or a list/tuple/dict of them") from None
+    if value.dtype == np.float64 and float_dtype == torch.float32:
         value = value.astype(np.float32)
     elif value.dtype == object or value.dtype.kind in "USO":
         raise TypeError(f"{name}: got an array of dtype {value.dtype}; expected numbers "
                         "(encode strings and objects as numbers first)")
     if not value.flags.writeable or not value.flags.c_contiguous:
         value = np.ascontiguousarray(value).copy()
-    return torch.from_numpy(value)
+    tensor = torch.from_numpy(value)
+    return tensor.to(float_dtype) if tensor.dtype == torch.float64 and float_dtype != torch.float64 else tensor
 
 
-def tensors(structure, name):
-    """``structure`` with every array-like leaf converted to a tensor."""
+def tensors(structure, name, float_dtype=torch.float32):
+    """``structure`` with every array-like leaf converted to a tensor (float64 to ``float_dtype``)."""
     if structure is None:
         return None
     if isinstance(structure, dict):
-        return {k: tensors(v, f"{name}[{k!r}]") for k, v in structure.items()}
+        return {k: tensors(v, f"{name}[{k!r}]", float_dtype) for k, v in structure.items()}
     if isinstance(structure, (list, tuple)) and not all(
             isinstance(v, (int, float, bool, np.number)) for v in structure):
-        return type(structure)(tensors(v, f"{name}[{i}]") for i, v in enumerate(structure))
-    return to_tensor(structure, name)
+        return type(structure)(tensors(v, f"{name}[{i}]", float_dtype) for i, v in enumerate(structure))
+    return to_tensor(structure, name, float_dtype)
+
+
+class InputCasts:
+    """How data is cast for a model, as Keras's float ``Input`` and floatx casts do.
+
+    ``float_dtype``: what float64 data (x, y and sample weights, from any source) becomes: the dtype of
+    the model's first floating parameter (float32 when it has none). ``int_x_to_float``: an integer x (a
+    single tensor) fed to a model that computes in float is cast to ``float_dtype``, with one warning
+    naming the cast, unless the model's first layer takes integer ids (an ``nn.Embedding``): tutorials
+    feed ``np.array([range(100), ...])`` to Dense layers, and Keras's float Input casts it.
+
+    >>> InputCasts.for_model(torch.nn.Linear(3, 1)).int_x_to_float
+    True
+    """
+
+    def __init__(self, float_dtype=torch.float32, int_x_to_float=False):
+        self.float_dtype = float_dtype
+        self.int_x_to_float = int_x_to_float
+        self.warned = False
+
+    @classmethod
+    def for_model(cls, model):
+        float_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        first = next((m for m in model.modules() if next(m.children(), None) is None), None)
+        takes_ids = isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+        return cls(float_dtype or torch.float32, int_x_to_float=float_dtype is not None and not takes_ids)
+
+    def x(self, x, role="x"):
+        """``x`` cast for the model: an integer single tensor becomes float (one warning per fit)."""
+        if not self.int_x_to_float or not isinstance(x, torch.Tensor) or x.is_floating_point() \
+                or x.is_complex() or x.dtype == torch.bool:
+            return x
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"{role}: integer inputs ({x.dtype}) are cast to {self.float_dtype}, the dtype the "
+                          "model computes in, as Keras's float Input does; pass float data to skip the cast "
+                          "(integer ids for an nn.Embedding first layer stay integer).", UserWarning,
+                          stacklevel=5)
+        return x.to(self.float_dtype)
 
 
 def num_samples(structure, name):
@@ -148,7 +194,7 @@ def move(structure, device, non_blocking=False):
 def class_weight_table(class_weight, name="class_weight"):
     """A float tensor ``table[c]`` = weight of class ``c`` (classes not listed weigh 1)."""
     if not isinstance(class_weight, dict) or not class_weight:
-        raise TypeError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
+        raise ValueError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
     for key, value in class_weight.items():
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
             raise ValueError(f"{name}: got the key {key!r}; expected non-negative integer class indices")
@@ -194,8 +240,9 @@ class ArraySource:
     """Batches of in-memory tensors: one permutation per pass, then slices of the pass's gathered copy
     (data up to ``GATHER_PASS_BYTES``) or ``index_select`` per batch (larger data).
 
-    ``steps`` (steps_per_epoch) may be fewer or more batches than one pass: the stream then goes on
-    where the last epoch stopped, drawing a new permutation when a pass ends, as Keras does.
+    :meth:`new_pass` draws the permutation and returns an iterator over the pass's batches; which of them
+    make an epoch (``steps``, steps_per_epoch, below or above one pass) is Keras's EpochIterator's rule,
+    in :mod:`fitkit.epoch_iterator`.
     """
 
     def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
@@ -210,6 +257,7 @@ class ArraySource:
         self.batches_per_pass = max(1, math.ceil(self.n / batch_size))
         self._leaves = flatten((x, y, sample_weight))
         self._rebuild = _rebuilder((x, y, sample_weight))
+        self._rebuild_batch = _rebuilder(pack_x_y_sample_weight(x, y, sample_weight))  # same leaves, Keras's form
         self._per_batch_transfer = False
         self._place()
         nbytes = sum(t.numel() * t.element_size() for t in self._leaves)
@@ -233,6 +281,11 @@ class ArraySource:
         else:
             self._leaves = [t.pin_memory() for t in self._leaves]
             self._per_batch_transfer = True
+
+    @property
+    def num_batches(self):
+        """Batches in one pass."""
+        return self.batches_per_pass
 
     @property
     def num_steps(self):
@@ -288,19 +341,22 @@ class ArraySource:
             self._start_pass()
         self._cursor = state["cursor"]
 
-    def epoch(self, skip=0):
-        """Yield one epoch of batches ``(x, y, sample_weight)``; ``skip`` resumes a saved epoch."""
-        if self.steps is None and not skip:
-            self._cursor = self.n  # without steps_per_epoch an epoch is exactly one pass
-        steps = self.num_steps - skip
+    def new_pass(self):
+        """Draw the next pass's order and return an iterator over its batches, in Keras's form."""
+        self._start_pass()
+        return self._batches()
+
+    def resume_pass(self):
+        """The rest of the pass :meth:`load_state_dict` went back to."""
+        return self._batches()
+
+    def _batches(self):
         bs, n = self.batch_size, self.n
-        rebuild, transfer = self._rebuild, self._per_batch_transfer
-        for _ in range(steps):
-            if self._cursor >= n:
-                self._start_pass()
+        rebuild, transfer = self._rebuild_batch, self._per_batch_transfer
+        while self._cursor < n:
             start = self._cursor
             stop = self._cursor = min(start + bs, n)
-            if self._pass is not None:
+            if self._pass is not None:  # read each batch: map_targets may replace it mid-pass
                 batch = [t[start:stop] for t in self._pass]
             else:
                 idx = self._perm[start:stop]
@@ -309,13 +365,34 @@ class ArraySource:
                 batch = [t.to(self.device, non_blocking=True) for t in batch]
             yield rebuild(batch)[0]
 
+    def epoch(self, skip=0):
+        """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
+        return _epoch_batches(self, skip)
 
-def unpack_x_y_sample_weight(data, what="x: got"):
-    """``(x, y, sample_weight)`` from a batch or a data tuple, by Keras's rule: a tuple (or list) of one,
-    two or three items is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else is ``x`` alone.
 
-    >>> unpack_x_y_sample_weight((x, y))          # doctest: +SKIP
-    (x, y, None)
+def pack_x_y_sample_weight(x, y=None, sample_weight=None):
+    """The batch Keras hands to ``train_step``: ``(x, y, sample_weight)``, ``(x, y)`` without weights, and
+    without targets ``x`` alone (``(x,)`` when x is a tuple or list, so that it unpacks as one input).
+
+    >>> pack_x_y_sample_weight("x", "y")
+    ('x', 'y')
+    >>> pack_x_y_sample_weight(("x1", "x2"))
+    (('x1', 'x2'),)
+    """
+    if y is None and sample_weight is None:
+        return (x,) if isinstance(x, (tuple, list)) else x
+    if sample_weight is None:
+        return (x, y)
+    return (x, y, sample_weight)
+
+
+def unpack_x_y_sample_weight(data, what="data: got"):
+    """``(x, y, sample_weight)`` from a batch, by Keras's rule: a tuple (or list) of one, two or three items
+    is ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``; anything else is ``x`` alone. Use it in a custom
+    ``train_step`` (``fitkit.utils.unpack_x_y_sample_weight``, Keras's name).
+
+    >>> unpack_x_y_sample_weight(("x", "y"))
+    ('x', 'y', None)
     """
     if not isinstance(data, (tuple, list)):
         return data, None, None
@@ -332,81 +409,85 @@ def unpack_x_y_sample_weight(data, what="x: got"):
 class IterableSource:
     """Batches from a DataLoader, generator or any iterable, moved to the device one at a time.
 
-    With ``steps`` set, the iterator is kept across epochs (an endless generator works); when a
-    re-iterable (a DataLoader) runs out it starts again, when a one-shot generator runs out training
-    stops with a warning, as in Keras.
+    :meth:`new_pass` is a fresh ``iter()`` of a re-iterable (a DataLoader) and the same iterator again for
+    a one-shot generator, which sets ``exhausted`` once it has run dry. Which batches make an epoch
+    (``steps``) is Keras's EpochIterator's rule, in :mod:`fitkit.epoch_iterator`.
     """
 
-    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, keep_iterator=None):
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, casts=None):
         self.iterable = iterable
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
         self.class_weight = class_weight
+        self.casts = casts or InputCasts()
         # An iterator (a generator) is one-shot; a re-iterable (a DataLoader) is asked nothing here: a
         # probe iter() would draw from the loader's generator (changing the user's shuffle order) and
         # start its worker processes.
         self.one_shot = isinstance(iterable, collections.abc.Iterator) or not hasattr(iterable, "__iter__")
-        self.keep_iterator = steps is not None if keep_iterator is None else keep_iterator
         self._iterator = None
         self.exhausted = False
         self.example = None
         self.non_blocking = self.device.type == "cuda"
 
     @property
-    def num_steps(self):
-        """Batches per epoch, or None when the iterable does not say."""
-        if self.steps is not None:
-            return self.steps
+    def num_batches(self):
+        """Batches in one pass, or None when the iterable does not say."""
         try:
             return len(self.iterable)
         except TypeError:
             return None
 
-    def _next_batch(self):
+    @property
+    def num_steps(self):
+        """Batches per epoch, or None when the iterable does not say."""
+        return self.steps if self.steps is not None else self.num_batches
+
+    def _raw(self):
+        if not self.one_shot:
+            return iter(self.iterable)
         if self._iterator is None:
-            if self.exhausted and self.one_shot:
-                raise StopIteration
-            self._iterator = iter(self.iterable)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._iterator = None
-            if self.one_shot:
-                self.exhausted = True
-                raise
-            if self.steps is None:
-                raise
-            self._iterator = iter(self.iterable)  # a DataLoader with steps_per_epoch: start it again
-            return next(self._iterator)
+            it = self.iterable
+            self._iterator = iter(it) if hasattr(it, "__iter__") else iter(it.__next__, object())
+        return self._iterator
+
+    def new_pass(self):
+        """An iterator over the batches of a pass, each unpacked, converted, moved and packed as Keras's."""
+        return self._batches(self._raw())
+
+    def convert(self, item, what="x: an iterable yielded"):
+        """One raw batch unpacked, converted (and cast), on the device, with class weights, in Keras's form."""
+        x, y, sw = unpack_x_y_sample_weight(item, what)
+        dtype, blocking = self.casts.float_dtype, self.non_blocking
+        x = self.casts.x(move(tensors(x, "x", dtype), self.device, blocking))
+        y = move(tensors(y, "y", dtype), self.device, blocking)
+        sw = move(tensors(sw, "sample_weight", dtype), self.device, blocking)
+        if self.class_weight is not None and y is not None:
+            sw = apply_class_weight(y, sw, self.class_weight)
+        return pack_x_y_sample_weight(x, y, sw)
+
+    def _batches(self, raw):
+        for item in raw:
+            batch = self.convert(item)
+            if self.example is None:
+                x, _, _ = unpack_x_y_sample_weight(batch)
+                self.example = map_structure(lambda t: t[:1], x)
+            yield batch
+        if self.one_shot:
+            self.exhausted = True
 
     def epoch(self, skip=0):
-        """Yield one epoch of ``(x, y, sample_weight)`` batches on the device."""
-        if not self.keep_iterator:
-            self._iterator = None
-        step = 0
-        limit = self.steps
-        while limit is None or step < limit:
-            try:
-                raw = self._next_batch()
-            except StopIteration:
-                if limit is not None and step < limit:
-                    warnings.warn(f"The input ran out of data after {step} of {limit} steps of this epoch; "
-                                  "training stops here. Give steps_per_epoch no larger than what the data "
-                                  "yields, or an endless generator.", stacklevel=3)
-                    self.exhausted = True
-                return
-            step += 1
-            if step <= skip:
-                continue
-            x, y, sw = unpack_x_y_sample_weight(raw, "x: an iterable yielded")
-            x = move(tensors(x, "x"), self.device, self.non_blocking)
-            y = move(tensors(y, "y"), self.device, self.non_blocking)
-            sw = move(tensors(sw, "sample_weight"), self.device, self.non_blocking)
-            if self.class_weight is not None and y is not None:
-                sw = apply_class_weight(y, sw, self.class_weight)
-            if self.example is None:
-                self.example = map_structure(lambda t: t[:1], x)
-            yield x, y, sw
+        """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
+        return _epoch_batches(self, skip)
+
+
+def _epoch_batches(source, skip=0):
+    """One epoch of ``source``'s batches, in order, by the EpochIterator that fit would use (kept on the
+    source, so that a pass runs on into the next call with ``steps``)."""
+    it = source.__dict__.get("_epoch_iterator")
+    if it is None:
+        it = source.__dict__["_epoch_iterator"] = EpochIterator(source)
+    for _, _, batches in it.epoch(skip):
+        yield from batches
 
 
 # ----------------------------------------------------------------------------------------- adapt
@@ -423,19 +504,21 @@ def _in_memory(x, y, sample_weight):
 
 
 def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
-           steps=None, class_weight=None, role="x"):
-    """A batch source for any x form fit/evaluate/predict accept.
+           steps=None, class_weight=None, role="x", casts=None):
+    """A batch source for any x form fit/evaluate/predict accept; ``casts`` (:class:`InputCasts`) says how
+    the data is cast for the model.
 
     >>> src = source(np.zeros((10, 3)), np.zeros(10), batch_size=4)
     >>> [tuple(b[0].shape) for b in src.epoch()]
     [(4, 3), (4, 3), (2, 3)]
     """
     table = class_weight_table(class_weight) if class_weight is not None else None
+    casts = casts or InputCasts()
     x, y, sample_weight = _in_memory(x, y, sample_weight)
     if is_array_like(x):
-        x = tensors(x, role)
-        y = tensors(y, "y")
-        sw = tensors(sample_weight, "sample_weight")
+        x = casts.x(tensors(x, role, casts.float_dtype), role)
+        y = tensors(y, "y", casts.float_dtype)
+        sw = tensors(sample_weight, "sample_weight", casts.float_dtype)
         if sw is not None and sw.is_floating_point() is False:
             sw = sw.float()
         if table is not None:
@@ -456,18 +539,25 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
     if _is_dataset(x):
         loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
                                              generator=generator if shuffle else None)
-        return IterableSource(loader, device=device, steps=steps, class_weight=table)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts)
+    if is_sequence(x):
+        if batch_size is not None:
+            raise ValueError(f"batch_size: got {batch_size} with a {type(x).__name__} (a PyDataset/Sequence), "
+                             "whose items are whole batches; leave batch_size as None")
+        convert = IterableSource(x, device=device, class_weight=table, casts=casts).convert
+        return PyDatasetSource(x, lambda item: convert(item, f"{role}: {type(x).__name__}.__getitem__ returned"),
+                               shuffle=shuffle, generator=generator, steps=steps)
     if isinstance(x, torch.utils.data.DataLoader) or isinstance(x, torch.utils.data.IterableDataset) \
             or hasattr(x, "__iter__") or hasattr(x, "__next__"):
         if batch_size is not None and isinstance(x, torch.utils.data.DataLoader):
             raise ValueError(f"batch_size: got {batch_size} with a DataLoader, which batches itself; "
                              "leave batch_size as None")
         if isinstance(x, (str, bytes)):
-            raise TypeError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
-                            "or an iterable of batches")
-        return IterableSource(x, device=device, steps=steps, class_weight=table)
-    raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
-                    "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")
+            raise ValueError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
+                             "or an iterable of batches")
+        return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts)
+    raise ValueError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
+                     "dict of them, a torch Dataset, a DataLoader, a PyDataset, or a generator/iterable of batches")
 
 
 def split_validation(x, y, sample_weight, validation_split):
@@ -505,7 +595,7 @@ def _validation_triple(validation_data):
 
 def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class_weight=None, steps_per_epoch=None,
           validation_split=0.0, validation_data=None, validation_batch_size=None, validation_steps=None,
-          generator=None, device=None):
+          generator=None, device=None, casts=None):
     """fit's data: ``(train, validation)`` batch sources (validation None when there is none).
 
     ``validation_data`` wins over ``validation_split``, which takes the last samples before shuffling.
@@ -521,8 +611,8 @@ def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class
     else:
         val = None
     train = source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device,
-                   steps=steps_per_epoch, class_weight=class_weight)
+                   steps=steps_per_epoch, class_weight=class_weight, casts=casts)
     if val is not None:
         val = source(*val, batch_size=validation_batch_size or batch_size, device=device, steps=validation_steps,
-                     role="validation_data")
+                     role="validation_data", casts=casts)
     return train, val

@@ -3,7 +3,9 @@
 Keras part: ``history.history`` (key -> list of per-epoch floats), ``history.epoch`` (the epoch
 indices that ran), ``history.params`` (``verbose``, ``epochs``, ``steps``) and ``model.history``.
 
-fitkit part: :meth:`History.best_epoch`, :meth:`History.diagnose`, :meth:`History.plot`, and a plain-data
+fitkit part: ``history.learning_rates`` (the rate each epoch trained with, aligned with ``history.epoch``:
+an attribute, not a ``history`` key, so the keys stay Keras's), :meth:`History.best_epoch`,
+:meth:`History.diagnose`, :meth:`History.plot`, and a plain-data
 round trip (:meth:`History.to_dict` / :meth:`History.from_dict`) so a checkpoint can carry it. This module
 holds the record; the rules and words of ``diagnose`` live in :mod:`fitkit.diagnosis`, the drawing of
 ``plot`` in :mod:`fitkit.plotting` (imported only when ``plot`` is called, so matplotlib stays unloaded).
@@ -44,7 +46,12 @@ class History(Callback):
     14
     >>> print(history.diagnose())                                     # doctest: +SKIP
 
-    Beyond Keras, ``fit`` fills ``stop_reason`` (``"epochs"``, ``"early_stopping"``,
+    Beyond Keras, ``learning_rates`` holds the learning rate each epoch trained with (aligned with
+    ``epoch``; read at the end of the epoch's training batches, before ReduceLROnPlateau cuts it; None
+    for epochs recorded by hand). ``history.history`` has a ``learning_rate`` key only where Keras writes
+    one (ReduceLROnPlateau, LearningRateScheduler) or ``compile(scheduler=...)`` drives the rate.
+
+    ``fit`` also fills ``stop_reason`` (``"epochs"``, ``"early_stopping"``,
     ``"terminate_on_nan"``, ``"interrupted"``, ``"time_budget"``, ``"data_exhausted"``, ``"stopped"`` (a
     callback set ``stop_training`` without a reason) or another string a callback put in
     ``model.stop_reason``), ``interrupted`` (True after Ctrl-C) and may fill ``stop_monitor`` (the
@@ -64,12 +71,17 @@ class History(Callback):
         self.restored_epoch = None
         # The epoch index of every value of every key: val_ keys skip epochs when validation_freq > 1.
         self._logged_at = {}
+        # The learning rate each epoch trained with, aligned with self.epoch (None where nobody said).
+        self.learning_rates = []
+        self._pending_lr = None
 
     # ----- Keras hooks -----
 
     def on_train_begin(self, logs=None):
         # Keras resets the epoch list but keeps the history dict (fit makes a new History each call).
         self.epoch = []
+        self.learning_rates = []
+        self._pending_lr = None
         self.stop_reason = None
         self.interrupted = False
         self.stop_monitor = None
@@ -77,8 +89,15 @@ class History(Callback):
         if self.model is not None:
             self.model.history = self
 
+    def record_learning_rate(self, lr):
+        """The learning rate the coming ``on_epoch_end`` records for its epoch (fit calls it each epoch with
+        the rate the epoch trained with, read before a callback such as ReduceLROnPlateau cuts it)."""
+        self._pending_lr = None if lr is None else float(lr)
+
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
+        self.learning_rates.append(self._pending_lr)
+        self._pending_lr = None
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(_plain_float(value))
             self._logged_at.setdefault(key, []).append(epoch)
@@ -189,6 +208,7 @@ class History(Callback):
             "stop_monitor": self.stop_monitor,
             "restored_epoch": self.restored_epoch,
             "logged_at": {k: list(v) for k, v in self._logged_at.items()},
+            "learning_rates": list(self.learning_rates),
         }
 
     @classmethod
@@ -217,6 +237,16 @@ class History(Callback):
         self.stop_monitor = data.get("stop_monitor")
         self.restored_epoch = data.get("restored_epoch")
         self._logged_at = {k: [int(e) for e in v] for k, v in (data.get("logged_at") or {}).items()}
+        self.learning_rates = self._saved_learning_rates(data)
+        self._pending_lr = None
+
+    def _saved_learning_rates(self, data):
+        """``learning_rates`` from a dict; dicts written before it existed logged ``learning_rate`` every epoch."""
+        saved = data.get("learning_rates")
+        if saved is None:
+            logged = self.history.get("learning_rate")
+            saved = logged if logged is not None and len(logged) == len(self.epoch) else [None] * len(self.epoch)
+        return [None if v is None else _plain_float(v) for v in saved]
 
     def __repr__(self):
         if not self.epoch:

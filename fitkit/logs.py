@@ -17,6 +17,21 @@ def to_float(value):
     return float(value)
 
 
+def _floats(values):
+    """Floats by key; a dict value (a compile-metrics object's ``result()``) is merged in, as Keras's
+    ``pythonify_logs`` flattens it. Values that are not numbers stay as they are."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_floats(value))
+        else:
+            try:
+                out[key] = to_float(value)
+            except (TypeError, ValueError, RuntimeError):
+                out[key] = value
+    return out
+
+
 class LazyLogs(MutableMapping):
     """A dict of floats whose values are computed from ``compute()`` on first read.
 
@@ -33,7 +48,7 @@ class LazyLogs(MutableMapping):
 
     def _materialize(self):
         if self._values is None:
-            self._values = {k: to_float(v) for k, v in self._compute().items()}
+            self._values = _floats(self._compute())
             self._compute = None
         return self._values
 
@@ -66,7 +81,7 @@ def materialize(logs):
         return {}
     if isinstance(logs, LazyLogs):
         return dict(logs._materialize())
-    return {k: to_float(v) for k, v in logs.items()}
+    return _floats(logs)
 
 
 def evaluate_result(logs, return_dict=False):

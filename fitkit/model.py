@@ -5,13 +5,16 @@ the epoch counter) so that a second ``fit`` call carries on exactly where the fi
 loops themselves live in :mod:`fitkit.trainer`.
 """
 
+import inspect
 import os
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import checkpoint, compiled, data, losses, metrics, optimizers, trainer
+from .data import unpack_x_y_sample_weight
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
 
@@ -19,6 +22,49 @@ from .training_state import TrainingState
 def _batch_size(y_pred, x):
     leaf = y_pred if isinstance(y_pred, torch.Tensor) else (data.flatten(y_pred) or data.flatten(x))[0]
     return leaf.shape[0] if leaf.dim() else 1
+
+
+_TAKES_TRAINING = {}  # function -> whether it has a `training` parameter (Keras checks the signature too)
+
+
+def _takes_training(fn):
+    fn = getattr(fn, "__func__", fn)
+    takes = _TAKES_TRAINING.get(fn)
+    if takes is None:
+        try:
+            takes = _TAKES_TRAINING[fn] = "training" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            takes = False
+    return takes
+
+
+def _is_metric(value):
+    return isinstance(value, (metrics.Metric, compiled.LossTracker))
+
+
+def _attribute_metrics(model):
+    """The Metric objects stored as attributes of ``model`` (also in a list, tuple or dict attribute), in
+    the order they were set: Keras tracks them the same way and lists them in ``model.metrics``."""
+    found = []
+    for value in vars(model).values():
+        if _is_metric(value):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if _is_metric(v))
+        elif isinstance(value, dict) and value and all(_is_metric(v) for v in value.values()):
+            found.extend(value.values())
+    return found
+
+
+def _nothing_to_train(model, loss):
+    """A step whose loss has no gradient: fine (and said once) when no parameter is trainable, as in Keras;
+    otherwise torch's own error about the loss, as a hand-written loop would get it."""
+    if any(p.requires_grad for p in model.parameters()):
+        loss.backward()
+    if not model.__dict__.get("_fitkit_warned_untrainable"):
+        model.__dict__["_fitkit_warned_untrainable"] = True
+        warnings.warn("The model does not have any trainable weights: fit computes and logs the loss, and no "
+                      "weight changes (every parameter is frozen, or there are none).", UserWarning, stacklevel=4)
 
 
 class Model(nn.Module):
@@ -56,6 +102,8 @@ class Model(nn.Module):
         self._compiled = None
         self.training_state = TrainingState(self)
         self.stop_training = False
+        self.stop_evaluating = False  # Keras: set True (in a callback) to end evaluate after the current batch
+        self.stop_predicting = False  # the same for predict
         self.stop_reason = None
         self.history = None
         self._input_example = None  # a batch of one input of the last data seen, for summary()
@@ -68,6 +116,23 @@ class Model(nn.Module):
         # An unpickled model (architecture="pickle") gets the fresh training state save() put in its place.
         if isinstance(self.__dict__.get("training_state"), TrainingState):
             self.training_state.model = self
+
+    def __call__(self, *args, **kwargs):
+        # Keras code calls `model(x, training=True)`: a forward that takes `training` gets it; otherwise
+        # it is torch's train/eval mode, set for this call only when it differs from the model's mode.
+        if "training" in kwargs and not _takes_training(self._forward_fn()):
+            training = kwargs.pop("training")
+            if training is not None and bool(training) != self.training:
+                was = self.training
+                self.train(bool(training))
+                try:
+                    return super().__call__(*args, **kwargs)
+                finally:
+                    self.train(was)
+        return super().__call__(*args, **kwargs)
+
+    def _forward_fn(self):
+        return self.forward
 
     # ------------------------------------------------------------------ placement
     def to(self, *args, **kwargs):
@@ -95,19 +160,34 @@ class Model(nn.Module):
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
                 scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None):
-        """Configure training: optimizer, loss, metrics and (fitkit) a learning-rate scheduler.
+        """Configure training, as Keras's ``compile``: optimizer, loss, metrics, and (fitkit) a scheduler.
 
-        optimizer: a name ("adam", "sgd", ...), a ``fitkit.optimizers`` spec, or a torch optimizer.
-        loss: a Keras name, a loss object, a callable ``(y_true, y_pred)``, or a torch loss module or
-            functional (called as torch does, ``(y_pred, y_true)``); a list or dict for several outputs.
-        metrics / weighted_metrics: names, metric objects, or torchmetrics-style objects.
-        scheduler: a torch LR scheduler on this optimizer, or a function ``optimizer -> scheduler``;
-            stepped each epoch, or each batch with ``scheduler_interval="step"``. A torch
-            ``ReduceLROnPlateau`` gets ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
-        device: where to train; by default a model left on the CPU trains on CUDA, then MPS, when
-            present, and a model the user placed stays where it is.
-        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss: accepted for Keras code;
-            fitkit always runs eagerly and one step at a time, which is already its fastest path.
+        optimizer="rmsprop": a Keras name ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta",
+            "adamax", "nadam"; Keras's defaults), a ``fitkit.optimizers`` spec such as ``Adam(learning_rate=
+            1e-3)``, or (fitkit) any ``torch.optim.Optimizer``, used as it is. ``model.optimizer`` is the
+            torch optimizer, with Keras's ``learning_rate`` (read and assign), ``iterations`` and ``apply``.
+        loss=None: a Keras name ("mse", "binary_crossentropy", ...), a loss object, a callable
+            ``(y_true, y_pred)``, or (fitkit) a torch loss module or functional, called in torch's order
+            ``(y_pred, y_true)``; a list or dict for several outputs (None skips an output).
+        loss_weights=None: a number, or a list / dict (per output) weighting each output's loss.
+        metrics=None: a list of names ("accuracy", "mae", ...), metric objects or (fitkit) torchmetrics-
+            style objects, computed without sample weights; for several outputs a dict output -> metrics
+            or a list with one entry per output, as Keras 3. "accuracy" is resolved from the loss and shapes.
+        weighted_metrics=None: the same, computed with ``sample_weight`` / ``class_weight``.
+        run_eagerly=None, jit_compile="auto", auto_scale_loss=True: accepted for Keras code; fitkit runs
+            eagerly (its fastest path for most models).
+        steps_per_execution=1: train (and test, predict) steps per execution: the batch hooks run once
+            per execution, ``on_train_batch_begin(first step)`` and ``on_train_batch_end(first + k - 1,
+            logs)``, as in Keras (also for a last, partial execution; an epoch of S steps runs
+            ``ceil(S / k)`` executions of up to k steps).
+        scheduler=None (fitkit): a torch LR scheduler on this optimizer, or a function
+            ``optimizer -> scheduler``; stepped each epoch, or each batch with ``scheduler_interval="step"``;
+            its rate is then logged as ``learning_rate``. A torch ``ReduceLROnPlateau`` gets
+            ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
+        device=None (fitkit): where to train; by default a model left on the CPU trains on CUDA, then MPS,
+            when present, and a model the user placed stays where it is.
+
+        Returns None. A model without trainable parameters compiles (its optimizer holds an empty group).
 
         >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
         """
@@ -164,30 +244,101 @@ class Model(nn.Module):
         return self(x)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss of a batch as compile configured it; also adds it to the epoch's loss tracker."""
-        state = self._compiled
+        """The total loss of a batch as ``compile(loss=..., loss_weights=...)`` configured it, as Keras's.
+
+        x: the inputs (unused here; an override may use them). y: the targets. y_pred: the model's
+        outputs (``self(x)``). sample_weight: per-sample weights or None. training: whether this is a
+        training step (True) or evaluation (False); an override may leave the argument out, as in Keras
+        (fit then calls it without). Returns a 0-dim tensor. As in Keras, it records the unweighted loss
+        of each output (several outputs) but not the total: ``train_step`` / ``test_step`` add the total
+        to the loss tracker (``self.metrics[0]``), weighted by the batch size.
+
+        >>> loss = self.compute_loss(y=y, y_pred=y_pred)   # in a custom train_step
+        """
+        state = compiled.require(self, "compute_loss")
         if state.loss is None:
-            raise RuntimeError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
-                               "train_step/compute_loss")
+            raise ValueError("loss: the model was compiled without a loss; pass compile(loss=...) or override "
+                             "compute_loss (or train_step)")
         if y is None:
             raise ValueError("y: the data has no targets; fit and evaluate need (x, y) to compute the loss")
         total, parts = state.loss(y, y_pred, sample_weight)
-        state.update_loss(total, parts, _batch_size(y_pred, x))
+        if parts:
+            state.update_parts(parts, _batch_size(y_pred, x))
         return total
 
+    def _compute_loss(self, x, y, y_pred, sample_weight, training):
+        """``compute_loss``, also when an override leaves out ``training`` (Keras checks the same way)."""
+        fn = type(self).compute_loss
+        if fn is Model.compute_loss or _takes_training(fn):
+            return self.compute_loss(x, y, y_pred, sample_weight, training=training)
+        return self.compute_loss(x, y, y_pred, sample_weight)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Update the compiled metrics with a batch; returns the running logs (read lazily)."""
-        self._compiled.update_metrics(y, y_pred, sample_weight)
+        """Update the compiled metrics with a batch and return the results of ``self.metrics``, as Keras's.
+
+        Returns a mapping log key -> value, read lazily (no device sync until somebody reads it).
+        """
+        compiled.require(self, "compute_metrics").update_metrics(y, y_pred, sample_weight)
         return self.get_metrics_result()
 
+    @property
+    def metrics(self):
+        """Keras's ``model.metrics``: the loss tracker (``"loss"``), the loss of each output (several
+        outputs), the compile-metrics object (named ``"compile_metrics"``; its ``result()`` is a dict of
+        every compiled metric) and every :class:`fitkit.metrics.Metric` stored as an attribute of the
+        model. Each has ``reset_state()``, ``update_state(...)`` and ``result()``; fit resets them all at
+        each epoch and evaluate at its start. (Keras lists the per-output losses after the compiled metrics;
+        fitkit lists them before, the order of the logs.)
+
+        >>> for metric in self.metrics:                     # a Keras custom train_step
+        ...     if metric.name == "loss":
+        ...         metric.update_state(loss)
+        ...     else:
+        ...         metric.update_state(y, y_pred)
+        """
+        found = []
+        state = self._compiled
+        if state is not None:
+            found.append(state.tracker)
+            found.extend(state.part_trackers.values())
+            if state.metrics is not None:
+                found.append(state.metrics)
+        for metric in _attribute_metrics(self):
+            if not any(metric is m for m in found):
+                found.append(metric)
+        return found
+
     def get_metrics_result(self):
-        """The running loss and metrics as a :class:`~fitkit.logs.LazyLogs` (floats on first read)."""
-        return LazyLogs(self._compiled.results)
+        """The results of ``self.metrics`` by log key (a dict result, the compiled metrics', is merged in), as
+        a :class:`~fitkit.logs.LazyLogs`: device values become floats only when read."""
+        return LazyLogs(self._metrics_result)
+
+    def _metrics_result(self):
+        values = {}
+        for metric in self.metrics:
+            result = metric.result()
+            if isinstance(result, dict):
+                values.update(result)
+            else:
+                values[metric.name] = result
+        return values
 
     def reset_metrics(self):
-        """Start the loss tracker and every metric afresh (fit does it each epoch)."""
-        if self._compiled is not None:
-            self._compiled.reset()
+        """Start the loss tracker and every metric of ``self.metrics`` afresh (fit does it each epoch)."""
+        state = self._compiled
+        own = ()
+        if state is not None:
+            state.reset()
+            own = (state.tracker, state.metrics, *state.part_trackers.values())
+        for metric in self.metrics:
+            if not any(metric is m for m in own):
+                (getattr(metric, "reset_state", None) or metric.reset)()
+
+    @property
+    def trainable_weights(self):
+        """Keras's name for the parameters that train (``requires_grad``): torch Parameters, so a Keras step's
+        ``v.value.grad`` is ``v.grad`` here."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     @property
     def _default_train_step(self):
@@ -195,51 +346,105 @@ class Model(nn.Module):
         return type(self).train_step is Model.train_step
 
     def train_step(self, data):
-        """One optimisation step on ``data = (x, y, sample_weight)``; returns the running logs.
+        """One optimisation step on a batch; returns the logs (loss and metrics so far this epoch).
 
-        Override it to change what a step does (a GAN, a custom loss); return a dict of values.
+        data: what Keras passes: ``(x, y)``, or ``(x, y, sample_weight)`` when there are sample or class
+        weights, or ``x`` alone when there are no targets (``(x,)`` when x is a tuple or list of inputs);
+        ``fitkit.utils.unpack_x_y_sample_weight(data)`` splits any of them. The step: forward, ``compute_loss``,
+        the loss tracker updated with the batch loss weighted by the batch size (so the logged ``loss``
+        is the mean over samples), backward, ``optimizer.step()``, ``compute_metrics``. With no trainable
+        parameter it skips backward and step (one warning), as Keras does.
+
+        Override it to change what a step does (a GAN, a custom loss), Keras's way: call
+        ``self(x, training=True)``, ``self.compute_loss(...)``, ``self.optimizer`` and return a dict of
+        values (tensors or floats; a nested dict is merged in), or ``self.compute_metrics(...)``.
+
+        >>> def train_step(self, data):
+        ...     x, y, sample_weight = fitkit.utils.unpack_x_y_sample_weight(data)
+        ...     y_pred = self(x, training=True)
+        ...     loss = self.compute_loss(x, y, y_pred, sample_weight)
+        ...     self.zero_grad()
+        ...     loss.backward()
+        ...     self.optimizer.step()
+        ...     self.metrics[0].update_state(loss, sample_weight=len(y))
+        ...     return self.compute_metrics(x, y, y_pred, sample_weight)
         """
-        x, y, sample_weight = data
-        optimizer = self._compiled.optimizer
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
-        loss = self.compute_loss(x, y, y_pred, sample_weight)
-        optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
-        loss.backward()
-        optimizer.step()
+        loss = self._compute_loss(x, y, y_pred, sample_weight, training=True)
+        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
+        if loss.requires_grad:
+            optimizer = self._compiled.optimizer
+            optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
+            loss.backward()
+            optimizer.step()
+        else:
+            _nothing_to_train(self, loss)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
-        """Loss and metrics on ``data = (x, y, sample_weight)`` without training; returns the running logs."""
-        x, y, sample_weight = data
+        """Loss and metrics on a batch without training (``data`` as in :meth:`train_step`); returns the logs
+        so far this evaluation. Override it like ``train_step``."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
-        self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        loss = self._compute_loss(x, y, y_pred, sample_weight, training=False)
+        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
-        """The model's outputs for ``data = (x, y, sample_weight)`` (only x is used)."""
-        return self._forward(data[0])
+        """The model's outputs for a batch (``data`` as in :meth:`train_step`; only x is used)."""
+        x, _, _ = unpack_x_y_sample_weight(data)
+        return self._forward(x)
 
     # ------------------------------------------------------------------ fit / evaluate / predict
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
             validation_freq=1, max_epochs=1000, time_budget=None):
-        """Train the model and return a :class:`~fitkit.history.History`, as Keras's ``fit``.
+        """Train the model for ``epochs`` epochs, as Keras's ``fit``; returns a new :class:`~fitkit.History`.
 
-        x: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
-        positional arguments, or a dict, passed as keyword arguments), a ``Dataset``, a ``DataLoader``,
-        or an iterable yielding ``(x, y)`` or ``(x, y, sample_weight)`` (then y is None).
-        epochs: the index of the last epoch: ``initial_epoch=2, epochs=5`` runs epochs 2, 3 and 4.
-        validation_split: the last fraction of the samples, taken before shuffling.
-        Calling fit again goes on from the current weights, optimizer, scheduler and data order.
+        x=None: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
+            positional arguments, or a dict, passed as keyword arguments), a torch ``Dataset`` or
+            ``DataLoader``, a ``fitkit.utils.PyDataset`` (Keras's Sequence), or a generator / iterable
+            yielding ``(x, y)`` or ``(x, y, sample_weight)``. float64 data becomes the model's float dtype;
+            integer x for a float model is cast (one warning), as Keras's float Input does.
+        y=None: the targets, like x; None when x yields its own targets.
+        batch_size=None: samples per step (32 when None); not with a DataLoader, PyDataset or generator.
+        epochs=1: the index of the last epoch: ``initial_epoch=2, epochs=5`` runs epochs 2, 3 and 4.
+            ``"auto"`` (fitkit): train until val_loss stops improving (see below).
+        verbose="auto": 0 silent, 1 a progress bar per epoch, 2 one line per epoch; "auto" is 1.
+        callbacks=None: a list of ``fitkit.callbacks.Callback``; a History and a ProgbarLogger are added.
+        validation_split=0.0: the last fraction of the samples (before shuffling) held out for validation;
+            arrays and tensors only.
+        validation_data=None: ``(x_val, y_val)``, ``(x_val, y_val, sample_weight_val)``, or any x form
+            above; it overrides validation_split.
+        shuffle=True: draw a new order each epoch (from the model's own generator); a PyDataset's batch
+            order too, as Keras 3; ignored for DataLoaders and generators.
+        class_weight=None: dict class index -> weight, applied to the training loss.
+        sample_weight=None: per-sample weights (N,) or per-timestep (N, T), for arrays.
+        initial_epoch=0: the epoch to start at (resuming a run).
+        steps_per_epoch=None: steps per epoch; None is one pass over the data. Below one pass the next
+            epoch goes on where this one stopped; an epoch in which the data runs out ends there with
+            Keras's "Your input ran out of data" warning, and the next starts a new pass (see
+            :mod:`fitkit.epoch_iterator`). A one-shot generator that runs dry ends training, with that warning.
+        validation_steps=None: steps per validation pass (None: the whole validation data).
+        validation_batch_size=None: the validation batch size (default ``batch_size``).
+        validation_freq=1: validate after every n-th epoch.
+        max_epochs=1000, time_budget=None (fitkit): the cap for ``epochs="auto"``; seconds after which no
+            epoch starts that would end past the budget.
+
+        Returns the History: ``history.history`` holds each logged key per epoch (Keras's keys: ``loss``,
+        each metric, their ``val_`` twins; ``learning_rate`` only from ReduceLROnPlateau,
+        LearningRateScheduler or ``compile(scheduler=...)``), ``history.epoch``, ``history.params``,
+        ``history.learning_rates`` and ``history.stop_reason`` (why training stopped). Calling fit again
+        goes on from the current weights, optimizer, scheduler and data order.
 
         ``epochs="auto"`` (fitkit) answers "how many epochs?": it trains until the validation loss
         stops improving, with an ``EarlyStopping(restore_best_weights=True)`` whose patience is scaled
         to the data (about 1000 optimizer steps' worth of epochs: ``ceil(1000 / steps_per_epoch)``,
         at least 5, at most 50 and at most ``max_epochs // 10`` when that is over 5), under a hard cap
         of ``max_epochs`` epochs. With no validation data it holds out ``validation_split=0.2`` and
-        says so once. ``time_budget`` (seconds, any ``epochs``) stops before an epoch that would end
-        past the budget. ``history.stop_reason`` says why training stopped.
+        says so once.
 
         >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
         >>> history.history["val_loss"]
@@ -255,7 +460,15 @@ class Model(nn.Module):
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
-        """The loss (and metrics) on the data: a float, a list ``[loss, metric, ...]``, or a dict.
+        """The loss and metrics on the data in test mode, as Keras's ``evaluate``.
+
+        x=None, y=None, batch_size=None, sample_weight=None: as in :meth:`fit` (batch_size 32 when None).
+        verbose="auto": 0 silent, 1 a progress bar, 2 one line. steps=None: steps to run (None: all the
+        data). callbacks=None: callbacks whose ``on_test_*`` hooks run. return_dict=False: return a dict.
+        ``model.stop_evaluating = True`` (from a callback) ends the evaluation after the current step.
+
+        Returns the loss alone (a float) when nothing else is logged, else the list
+        ``[loss, metric1, ...]`` in log order, or with ``return_dict`` the dict key -> float.
 
         >>> loss, acc = model.evaluate(x_test, y_test)
         """
@@ -263,7 +476,17 @@ class Model(nn.Module):
                                 steps=steps, callbacks=callbacks, return_dict=return_dict)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The outputs for ``x``: NumPy when NumPy went in, CPU tensors otherwise. Works before compile.
+        """The model's outputs for every batch of ``x``, joined, as Keras's ``predict``; works before compile.
+
+        x: as in :meth:`fit` (targets, if the data holds any, are ignored). batch_size=None: 32 when None.
+        verbose="auto": 0 silent, 1 a progress bar. steps=None: steps to run (None: all the data).
+        callbacks=None: callbacks whose ``on_predict_*`` hooks run (``logs["outputs"]`` per batch).
+        ``model.stop_predicting = True`` (from a callback) ends it after the current step, with the outputs
+        so far.
+
+        Returns the outputs in the model's structure (a tensor, or a list, tuple or dict of them, as the
+        model returns; Keras returns a list for a list of outputs and a dict for named ones): NumPy arrays
+        when NumPy went in, CPU tensors otherwise (fitkit).
 
         >>> probabilities = model.predict(x_test)
         """
@@ -461,6 +684,9 @@ class Wrapped(Model):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+    def _forward_fn(self):
+        return self.module.forward
 
 
 def _allowlist():

@@ -30,7 +30,7 @@ import torch
 __all__ = [
     "OptimizerSpec", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
     "get", "implementation", "serialize", "deserialize",
-    "optimizer_of", "group_lr", "set_group_lr", "current_lr", "clear_grads",
+    "optimizer_of", "group_lr", "set_group_lr", "current_lr", "clear_grads", "with_keras_attributes",
 ]
 
 # Device types whose fused kernels torch 2.13 ships, per class; anything else uses foreach or the loop.
@@ -258,17 +258,25 @@ _ACCEPTED = (
 )
 
 
-def get(identifier, params, device=None):
+def get(identifier, params, device=None, allow_empty=False):
     """The torch optimizer that ``compile(optimizer=identifier)`` means, over ``params``.
 
     A name (case-insensitive) builds that optimizer with Keras's defaults; a spec (or a spec class, or a
     ``{"class_name": ..., "config": ...}`` dict from :func:`serialize`) is built; a torch optimizer is
-    returned as it is.
+    returned as it is. ``allow_empty`` builds a named or spec optimizer over no parameters (one empty param
+    group) instead of refusing: compile does it for a model that has none.
 
     >>> import torch
     >>> get("sgd", torch.nn.Linear(2, 1).parameters()).param_groups[0]["lr"]
     0.01
     """
+    if allow_empty:
+        params = list(params)
+        if not _tensors_of(params):
+            if isinstance(identifier, torch.optim.Optimizer) and \
+                    not any(g["params"] for g in identifier.param_groups):
+                return identifier  # a model without parameters, and an optimizer over none (load_model's)
+            params = [{"params": []}]
     if isinstance(identifier, torch.optim.Optimizer):
         return _check_given_optimizer(identifier, params)
     if isinstance(identifier, str):
@@ -368,6 +376,98 @@ def current_lr(optimizer):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Keras's optimizer attributes on the torch optimizer a model trains with
+
+
+class KerasOptimizerAttributes:
+    """What Keras code reads and calls on ``model.optimizer``, given to the torch optimizer compile uses.
+
+    ``learning_rate`` reads the first param group's rate and, assigned, sets every group's (a tensor lr
+    stays a tensor, so fused and capturable kernels keep working); ``iterations`` is the number of steps
+    taken; ``apply(grads, trainable_variables)`` / ``apply_gradients(grads_and_vars)`` put the gradients in
+    ``.grad`` and take one ``step()``, as a Keras optimizer applies them.
+
+    How: :func:`with_keras_attributes` sets these four descriptors on the optimizer's class (torch's
+    ``Adam``, or the user's class), each only where the class has no attribute of that name. Nothing
+    else changes: ``type(opt) is torch.optim.Adam`` still holds, and the state_dict, pickling, hooks and
+    schedulers are torch's. Other optimizers of that class in the process gain the same four names;
+    that is the price of keeping ``type(opt)``, and the reason for setting only names the class lacks.
+    (A run-time subclass would touch one object only, but ``type(opt)`` would change and a pickle could
+    not name its class.)
+    """
+
+    @property
+    def learning_rate(self):
+        return group_lr(self.param_groups[0])
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0.0:
+            raise ValueError(f"learning_rate: got {value!r}; expected a number >= 0 (for a schedule pass "
+                             "compile(scheduler=...) or use the LearningRateScheduler callback)")
+        for group in self.param_groups:
+            set_group_lr(group, float(value))
+
+    @property
+    def iterations(self):
+        """Optimizer steps taken: the step count the optimizer keeps (Adam, RMSprop, ...), else the steps
+        counted since compile."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                step = self.state.get(p, {}).get("step")
+                if step is not None:
+                    return int(step)
+        return self.__dict__.get("_fitkit_iterations", 0)
+
+    def apply(self, grads, trainable_variables=None):
+        """Keras's ``optimizer.apply``: gradients for ``trainable_variables`` (default: every parameter of
+        the optimizer, in order), then one step."""
+        variables = [p for g in self.param_groups for p in g["params"]] if trainable_variables is None \
+            else list(trainable_variables)
+        grads = list(grads)
+        if len(grads) != len(variables):
+            raise ValueError(f"grads: got {len(grads)} gradients for {len(variables)} variables; expected one "
+                             "gradient per variable")
+        for grad, variable in zip(grads, variables):
+            if grad is not variable.grad:
+                variable.grad = grad
+        self.step()
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras's ``optimizer.apply_gradients([(grad, variable), ...])``."""
+        pairs = list(grads_and_vars)
+        self.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+
+_KERAS_NAMES = ("learning_rate", "iterations", "apply", "apply_gradients")
+
+
+def with_keras_attributes(optimizer):
+    """``optimizer`` with Keras's ``learning_rate`` / ``iterations`` / ``apply`` / ``apply_gradients`` (see
+    :class:`KerasOptimizerAttributes`); names its class (or the object) already has are left as they are.
+    Returns the same object.
+
+    >>> opt = with_keras_attributes(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1))
+    >>> opt.learning_rate = 0.01
+    >>> opt.param_groups[0]["lr"], type(opt) is torch.optim.SGD
+    (0.01, True)
+    """
+    cls = type(optimizer)
+    for name in _KERAS_NAMES:
+        if not hasattr(cls, name) and name not in vars(optimizer):
+            setattr(cls, name, KerasOptimizerAttributes.__dict__[name])
+    if _count_step not in optimizer._optimizer_step_post_hooks.values():
+        optimizer.register_step_post_hook(_count_step)
+    return optimizer
+
+
+def _count_step(optimizer, args, kwargs):
+    optimizer.__dict__["_fitkit_iterations"] = optimizer.__dict__.get("_fitkit_iterations", 0) + 1
+
+
+# ---------------------------------------------------------------------------------------------------
 # clearing gradients
 
 def clear_grads(optimizer):
@@ -396,7 +496,8 @@ def _as_param_list(params):
         raise TypeError(
             f"optimizer: params must be an iterable of tensors or param-group dicts, got {type(params).__name__}"
         ) from None
-    if not _tensors_of(params):
+    if not _tensors_of(params) and not (len(params) == 1 and isinstance(params[0], dict)
+                                         and not list(params[0].get("params", [None]))):
         raise ValueError(
             "optimizer: the model has no parameters to optimize (got an empty parameter list); "
             "build the model's layers before compile, or compile without an optimizer"
@@ -421,6 +522,8 @@ def _tensors_of(params):
 def _build_fastest(torch_class, params, kwargs, device):
     """``torch_class(params, **kwargs)`` with fused kernels if they run here, else foreach, else default."""
     tensors = _tensors_of(params)
+    if not tensors:  # an empty group (a model without parameters): no kernel to choose
+        return torch_class(params, **kwargs)
     device_types = {torch.device(device).type} if device is not None else {t.device.type for t in tensors}
     plain = all(type(t) in _PLAIN_TENSOR_TYPES for t in tensors)
     if plain and torch_class in _FUSED_DEVICES and all(t.is_floating_point() for t in tensors):

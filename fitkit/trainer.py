@@ -22,6 +22,7 @@ from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
 from .callbacks.terminate_on_nan import NaNLossError
 from .compiled import require
+from .epoch_iterator import EpochIterator
 from .history import History
 from .interrupt import GracefulInterrupt
 from .logs import LazyLogs, evaluate_result, materialize
@@ -113,8 +114,11 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     train, val = data.adapt(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight,
                             steps_per_epoch=steps_per_epoch, validation_split=validation_split,
                             validation_data=validation_data, validation_batch_size=validation_batch_size,
-                            validation_steps=validation_steps, generator=state.generator, device=compiled.device)
+                            validation_steps=validation_steps, generator=state.generator, device=compiled.device,
+                            casts=data.InputCasts.for_model(model))
     preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
+    k = compiled.steps_per_execution
+    train, val = EpochIterator(train, steps_per_execution=k), val and EpochIterator(val, steps_per_execution=k)
     if auto:
         epochs = initial_epoch + max_epochs
         if not any(isinstance(cb, EarlyStopping) for cb in user_callbacks):
@@ -138,8 +142,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             aborted = False
             try:
                 for epoch in range(start, epochs):
-                    logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt)
-                    if interrupt.requested or _should_stop(model, train, started, epoch + 1 - start, time_budget):
+                    logs = run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt, history)
+                    if interrupt.requested or _should_stop(model, train, started, epoch + 1 - start, time_budget,
+                                                           last=epoch + 1 == epochs):
                         break
             except NaNLossError:  # TerminateOnNaN(raise_error=True): no on_train_end, as in Keras
                 aborted = True
@@ -155,28 +160,38 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     return history
 
 
-def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None):
+def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, history=None):
     """One epoch: its training batches, validation when due, the scheduler, and the epoch's callbacks.
 
-    Returns the epoch's logs. After Ctrl-C the epoch ends at once: no validation, no ``on_epoch_end``.
+    Returns the epoch's logs: Keras's keys, and ``learning_rate`` only when ``compile(scheduler=...)``
+    drives it (fitkit's extension; ReduceLROnPlateau and LearningRateScheduler add it themselves, as in
+    Keras). ``history`` gets the rate the epoch trained with, read before ``on_epoch_end`` can cut it.
+    After Ctrl-C the epoch ends at once: no validation, no ``on_epoch_end``.
     """
     state = model.training_state
     state.epoch = epoch
-    cbs.on_epoch_begin(epoch)
+    cbs.on_epoch_begin(epoch, {})
     logs = train_epoch(model, train, cbs, interrupt)
     if interrupt is not None and interrupt.requested:
         return logs
+    lr = model.learning_rate  # one read per epoch (a sync only for a tensor lr)
     if val is not None and (epoch + 1) % validation_freq == 0:
         logs.update({"val_" + k: v for k, v in evaluate_epoch(model, val, cbs).items()})
+    if model._compiled.scheduler is not None:
+        logs["learning_rate"] = lr
     step_scheduler(model, logs, per="epoch")
     state.epoch = epoch + 1
+    if history is not None:
+        history.record_learning_rate(lr)
     cbs.on_epoch_end(epoch, logs)
     return logs
 
 
-def _should_stop(model, train, started, epochs_done, time_budget):
+def _should_stop(model, train, started, epochs_done, time_budget, last=False):
     """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will."""
-    if getattr(train, "exhausted", False):
+    if train.exhausted and not last:
+        if not model.stop_training:
+            train.warn_exhausted()  # never silently: epochs were still to come
         model.stop_training = True
         model.stop_reason = model.stop_reason or "data_exhausted"
     if time_budget is not None and _out_of_time(started, epochs_done, time_budget):
@@ -212,11 +227,16 @@ def _record_stop(model, history, cbs, interrupt):
             history.restored_epoch = cb.best_epoch  # its on_train_end puts these weights back
 
 
-def train_epoch(model, train, cbs, interrupt=None):
-    """One pass of ``train_step`` over the epoch's batches; the epoch's logs as floats.
+def _lazy(logs):
+    return logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d)
 
-    A resumed epoch (``training_state.step`` > 0) skips the batches already done and starts from the
-    running sums they left.
+
+def train_epoch(model, train, cbs, interrupt=None):
+    """``train_step`` over the epoch's batches (``train``: an :class:`EpochIterator`); the logs as floats.
+
+    With ``compile(steps_per_execution=k)`` the batch hooks run once per k steps, as in Keras. A resumed
+    epoch (``training_state.step`` > 0) skips the batches already done and starts from the running sums
+    they left.
     """
     state, compiled = model.training_state, model._compiled
     model.train()
@@ -228,24 +248,22 @@ def train_epoch(model, train, cbs, interrupt=None):
     end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
     per_step = compiled.scheduler is not None and compiled.scheduler_interval == "step"
     logs = None
-    skip = state.step
-    for step, batch in enumerate(train.epoch(skip=skip), start=skip):
+    for first, last, batches in train.epoch(skip=state.step):
         if begin:
-            begin(step)
-        logs = model.train_step(batch)
-        state.step = step + 1
-        if per_step:
-            step_scheduler(model, logs, per="step")
+            begin(first)
+        for batch in batches:
+            logs = model.train_step(batch)
+            state.step += 1
+            if per_step:
+                step_scheduler(model, logs, per="step")
         if end:
-            end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
+            end(last, _lazy(logs))
         # As Keras: a batch hook (TerminateOnNaN) may stop the epoch; validation and on_epoch_end still run.
         if model.stop_training or (interrupt is not None and interrupt.requested):
             break
     if interrupt is None or not interrupt.requested:
         state.step = 0  # the epoch is over (Ctrl-C leaves it unfinished, for a backup to record)
-    epoch_logs = materialize(logs)
-    epoch_logs["learning_rate"] = model.learning_rate
-    return epoch_logs
+    return materialize(logs)
 
 
 def step_scheduler(model, logs, per):
@@ -267,20 +285,26 @@ def step_scheduler(model, logs, per):
 # ----------------------------------------------------------------------------------------- evaluate
 
 def evaluate_epoch(model, source, cbs):
-    """Run ``test_step`` over ``source`` with metrics reset first; the logs as floats."""
+    """Run ``test_step`` over ``source`` (an :class:`EpochIterator`, from a new pass) with metrics reset
+    first; the logs as floats. ``model.stop_evaluating = True`` ends it after the current execution."""
     model.eval()
     model.reset_metrics()
+    source.reset()
     begin = cbs.on_test_batch_begin if cbs.has("on_test_batch_begin") else None
     end = cbs.on_test_batch_end if cbs.has("on_test_batch_end") else None
+    model.stop_evaluating = False
     cbs.on_test_begin()
     logs = None
     with torch.no_grad():
-        for step, batch in enumerate(source.epoch()):
+        for first, last, batches in source.epoch():
             if begin:
-                begin(step)
-            logs = model.test_step(batch)
+                begin(first)
+            for batch in batches:
+                logs = model.test_step(batch)
             if end:
-                end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
+                end(last, _lazy(logs))
+            if model.stop_evaluating:
+                break
     logs = materialize(logs)
     cbs.on_test_end(logs)
     return logs
@@ -295,7 +319,9 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     _check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
-    source = data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device, steps=steps)
+    source = EpochIterator(data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device,
+                                       steps=steps, casts=data.InputCasts.for_model(model)),
+                           steps_per_execution=compiled.steps_per_execution)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     logs = evaluate_epoch(model, source, cbs)
@@ -323,22 +349,27 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     if x is None:
         raise ValueError("x: got None; expected inputs to predict on")
     numpy_out = data.is_numpy_input(x)
-    source = data.source(x, batch_size=batch_size, device=model.device, steps=steps)
+    k = model._compiled.steps_per_execution if model._compiled is not None else 1
+    source = EpochIterator(data.source(x, batch_size=batch_size, device=model.device, steps=steps,
+                                       casts=data.InputCasts.for_model(model)), steps_per_execution=k)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
     end = cbs.on_predict_batch_end if cbs.has("on_predict_batch_end") else None
     model.eval()
+    model.stop_predicting = False
     cbs.on_predict_begin()
     outputs = []
     with torch.inference_mode():
-        for step, batch in enumerate(source.epoch()):
+        for first, last, batches in source.epoch():
             if begin:
-                begin(step)
-            out = model.predict_step(batch)
-            outputs.append(out)
+                begin(first)
+            done = len(outputs)
+            outputs.extend(model.predict_step(batch) for batch in batches)
             if end:
-                end(step, {"outputs": out})
+                end(last, {"outputs": outputs[done] if len(outputs) == done + 1 else _concat(outputs[done:])})
+            if model.stop_predicting:
+                break
     cbs.on_predict_end()
     model._input_example = source.example
     if not outputs:

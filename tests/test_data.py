@@ -1,4 +1,5 @@
-"""fitkit.data: every x form becomes (x, y, sample_weight) batches; validation_split; class weights."""
+"""fitkit.data: every x form becomes batches in Keras's form ((x, y), or (x, y, sample_weight) with weights);
+validation_split; class weights. Which batches make an epoch is tests/test_epoch_iterator.py's subject."""
 
 import warnings
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from fitkit import data
+from fitkit.epoch_iterator import EpochIterator
 
 
 def _rng():
@@ -37,18 +39,21 @@ def test_shuffled_epochs_use_the_generator_and_differ_between_epochs():
     expected = torch.randperm(50, generator=torch.Generator().manual_seed(3))
     assert torch.equal(first, expected)
     # x rows travel with their labels
-    for xb, yb, _ in src.epoch():
+    for xb, yb in src.epoch():  # (x, y): Keras hands no sample_weight slot when there are no weights
         assert torch.equal(xb[:, 0], yb.float() * 2)
 
 
 def test_multi_input_list_and_dict_keep_their_structure():
     x1, x2 = np.zeros((6, 3)), np.ones((6, 2))
     src = data.source([x1, x2], np.zeros(6), batch_size=4)
-    xb, yb, sw = next(src.epoch())
+    xb, yb = next(src.epoch())
     assert isinstance(xb, list) and xb[0].shape == (4, 3) and xb[1].shape == (4, 2)
     src = data.source({"a": x1, "b": x2}, np.zeros(6), batch_size=4)
-    xb, _, _ = next(src.epoch())
-    assert set(xb) == {"a", "b"} and xb["b"].shape == (4, 2)
+    xb, _ = next(src.epoch())
+    assert set(xb) == {"a", "b"}
+    only_x = next(data.source([x1, x2], batch_size=4).epoch())
+    assert isinstance(only_x, tuple) and len(only_x) == 1 and isinstance(only_x[0], list)  # Keras's (x,)
+    assert isinstance(next(data.source(x1, batch_size=4).epoch()), torch.Tensor)  # x alone and xb["b"].shape == (4, 2)
 
 
 def test_mismatched_sample_counts_name_the_arguments():
@@ -56,13 +61,16 @@ def test_mismatched_sample_counts_name_the_arguments():
         data.source(np.zeros((5, 2)), np.zeros(6), batch_size=2)
 
 
-def test_steps_per_epoch_continues_the_stream_across_epochs():
+def test_steps_per_epoch_continues_the_pass_into_the_next_epoch_as_keras():
     x = torch.arange(10.0).unsqueeze(1)
     src = data.source(x, torch.arange(10), batch_size=4, steps=2)
     first = [b[1].tolist() for b in src.epoch()]
-    second = [b[1].tolist() for b in src.epoch()]
+    with pytest.warns(UserWarning, match="Your input ran out of data; interrupting training"):
+        second = [b[1].tolist() for b in src.epoch()]
+    third = [b[1].tolist() for b in src.epoch()]
     assert first == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert second == [[8, 9], [0, 1, 2, 3]]
+    assert second == [[8, 9]]  # the pass ended inside the epoch: the epoch ends there
+    assert third == [[0, 1, 2, 3], [4, 5, 6, 7]]  # and the next one starts a new pass
 
 
 def test_validation_split_takes_exactly_the_last_samples_before_shuffling():
@@ -101,7 +109,7 @@ def test_class_weight_with_sample_weight_is_refused_as_in_keras():
 
 
 def test_class_weight_errors_name_the_argument():
-    with pytest.raises(TypeError, match="class_weight: got"):
+    with pytest.raises(ValueError, match="class_weight: got"):
         data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight=[1, 2])
     with pytest.raises(ValueError, match="class_weight: got the key -1"):
         data.source(np.zeros((2, 1)), np.zeros(2), batch_size=2, class_weight={-1: 2.0})
@@ -142,12 +150,15 @@ def test_one_shot_generator_that_runs_out_warns_and_marks_exhausted():
         for _ in range(3):
             yield np.zeros((2, 1)), np.zeros(2)
     src = data.source(gen(), steps=2)
-    assert len(list(src.epoch())) == 2
+    assert len(list(src.epoch())) == 2 and not src.exhausted
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert len(list(src.epoch())) == 1
     assert src.exhausted
-    assert any("ran out of data after 1 of 2 steps" in str(w.message) for w in caught)
+    assert [str(w.message) for w in caught] == [
+        "Your input ran out of data; interrupting training. Make sure that your dataset or generator can "
+        "generate at least `steps_per_epoch * epochs` batches. The data cannot start again (a one-shot "
+        "generator or iterator), so training stops after this epoch."]
 
 
 def test_endless_generator_with_steps_keeps_its_iterator_across_epochs():
@@ -166,7 +177,7 @@ def test_bad_inputs_have_clear_errors():
         data.source(torch.utils.data.DataLoader(_Squares()), np.zeros(5))
     with pytest.raises(ValueError, match="batch_size: got 8 with a DataLoader"):
         data.source(torch.utils.data.DataLoader(_Squares()), batch_size=8)
-    with pytest.raises(TypeError, match="x: got a int"):
+    with pytest.raises(ValueError, match="x: got a int"):
         data.source(3)
     with pytest.raises(TypeError, match="dtype <U1"):
         data.source(np.array([["a"], ["b"]]), np.zeros(2))
@@ -177,16 +188,19 @@ def test_bad_inputs_have_clear_errors():
 def test_resume_position_redraws_the_same_permutation():
     x = torch.arange(30.0).unsqueeze(1)
     g = torch.Generator().manual_seed(1)
-    src = data.source(x, torch.arange(30), batch_size=4, shuffle=True, generator=g)
-    it = src.epoch()
-    seen = [next(it)[1] for _ in range(3)]
-    state = src.state_dict()
-    rest = [b[1] for b in it]
-    src2 = data.source(x, torch.arange(30), batch_size=4, shuffle=True, generator=torch.Generator())
-    src2.load_state_dict(state)
-    again = [b[1] for b in src2.epoch(skip=3)]
+    epochs = EpochIterator(data.source(x, torch.arange(30), batch_size=4, shuffle=True, generator=g))
+    it = epochs.epoch()
+    seen = [next(it)[2][0][1] for _ in range(3)]
+    state = epochs.state_dict()
+    rest = [b[1] for _, _, batches in it for b in batches]
     assert len(seen) + len(rest) == 8
-    assert all(torch.equal(a, b) for a, b in zip(rest, again)) and len(again) == len(rest)
+    for saved in (state, state["source"]):  # also a position saved before the epoch iterator: the source's own
+        again = EpochIterator(data.source(x, torch.arange(30), batch_size=4, shuffle=True,
+                                          generator=torch.Generator()))
+        again.load_state_dict(saved)
+        steps = [(first, b[1]) for first, _, batches in again.epoch(skip=3) for b in batches]
+        assert [first for first, _ in steps] == [3, 4, 5, 6, 7]
+        assert all(torch.equal(a, b) for a, (_, b) in zip(rest, steps)) and len(steps) == len(rest)
 
 
 def test_is_numpy_input():
@@ -208,7 +222,7 @@ def test_gathered_pass_and_per_batch_index_select_give_the_same_batches(monkeypa
     per_batch = batches()
     assert len(gathered) == len(per_batch) == 14
     for a, b in zip(gathered, per_batch):
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] is b[2] is None
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and len(a) == len(b) == 2
 
 
 def test_map_targets_replaces_y_in_the_data_and_in_the_running_pass():

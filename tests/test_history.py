@@ -304,6 +304,26 @@ def test_round_trip_through_plain_data():
     assert h3.history == h.history and h3.epoch == h.epoch and h3.stop_reason == "early_stopping"
 
 
+def test_learning_rates_are_aligned_with_epochs_and_survive_the_round_trip():
+    h = History()
+    h.on_train_begin()
+    for epoch, lr in enumerate([0.1, 0.1, 0.05]):
+        h.record_learning_rate(lr)
+        h.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+    h.on_epoch_end(3, {"loss": 0.2})  # an epoch recorded by hand, without a rate
+    assert h.learning_rates == [0.1, 0.1, 0.05, None] and "learning_rate" not in h.history
+    again = History.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert again.learning_rates == h.learning_rates
+    # A dict saved before learning_rates existed logged the rate as a key every epoch.
+    old = h.to_dict()
+    del old["learning_rates"]
+    old["history"]["learning_rate"] = [0.1, 0.1, 0.05, 0.05]
+    assert History.from_dict(old).learning_rates == [0.1, 0.1, 0.05, 0.05]
+    assert History.from_dict({"loss": [1.0, 0.5]}).learning_rates == [None, None]
+    h.on_train_begin()
+    assert h.learning_rates == [] and h.epoch == []
+
+
 def test_from_a_bare_keras_history_dict():
     h = History.from_dict({"loss": [1.0, 0.5], "val_loss": [1.2, 0.7]})
     assert h.epoch == [0, 1] and h.best_epoch() == 1

@@ -618,14 +618,19 @@ def test_container_multi_output_dict_and_losses():
     c.update([T(Y01), T(t)], [T(LOGITS), T(p)])  # lists in output order work too
 
 
-def test_container_flat_list_applies_to_every_output():
+def test_container_list_on_several_outputs_gives_one_entry_per_output_as_keras():
+    # Keras 3's CompileMetrics: a list as long as the outputs is one entry (a metric or a list) per output.
     c = MetricsContainer(["mae", M.MeanSquaredError(name="mse")], output_names=["a", "b"])
-    assert c.names == ["a_mae", "a_mse", "b_mae", "b_mse"]
-    metrics = c.metrics
-    assert metrics[1] is not metrics[3]  # one object on two outputs: separate states
+    assert c.names == ["a_mae", "b_mse"]
     c.update([T([1.0, 2.0]), T([0.0, 0.0])], [T([1.0, 0.0]), T([1.0, 1.0])])
     r = c.results()
-    assert [float(r[k]) for k in c.names] == [1.0, 2.0, 1.0, 1.0]
+    assert [float(r[k]) for k in c.names] == [1.0, 1.0]
+    both = M.MeanSquaredError(name="mse")
+    c = MetricsContainer([["mae", both], [both]], output_names=["a", "b"])
+    assert c.names == ["a_mae", "a_mse", "b_mse"]
+    assert c.metrics[1] is not c.metrics[2]  # one object on two outputs: separate states
+    with pytest.raises(ValueError, match=r"^metrics: got a list of 1 entries for a model with 2 outputs"):
+        MetricsContainer(["mae"], output_names=["a", "b"])
 
 
 def test_container_list_of_lists_and_inferred_outputs():
@@ -634,14 +639,18 @@ def test_container_list_of_lists_and_inferred_outputs():
     c.update([T([1.0]), T([2.0])], [T([0.0]), T([0.0])], sample_weight=[T([1.0])])
     assert c.names == ["output_1_mae", "output_2_mse", "output_2_rmse"]
     assert float(c.results()["output_2_mse"]) == 4.0
-    d = MetricsContainer(["mae"])
-    d.update({"x": T([1.0]), "y": T([3.0])}, {"x": T([0.0]), "y": T([0.0])})
-    assert d.names == ["x_mae", "y_mae"]
-    assert float(d.results()["y_mae"]) == 3.0
+    d = MetricsContainer(["mse", "mae"])
+    # dict outputs take a list's entries in sorted key order, as Keras flattens a dict
+    d.update({"y": T([3.0]), "x": T([1.0])}, {"y": T([0.0]), "x": T([0.0])})
+    assert d.names == ["y_mae", "x_mse"]
+    assert float(d.results()["y_mae"]) == 3.0 and float(d.results()["x_mse"]) == 1.0
+    e = MetricsContainer(["mae"])
+    with pytest.raises(ValueError, match=r"^metrics: got a list of 1 entries for a model with 2 outputs"):
+        e.update({"x": T([1.0]), "y": T([3.0])}, {"x": T([0.0]), "y": T([0.0])})
 
 
 def test_container_per_output_sample_weights():
-    c = MetricsContainer(None, weighted_metrics=["mae"], output_names=["a", "b"])
+    c = MetricsContainer(None, weighted_metrics=["mae", "mae"], output_names=["a", "b"])
     y = [T([1.0, 1.0]), T([1.0, 1.0])]
     p = [T([0.0, 1.0]), T([0.0, 1.0])]
     c.update(y, p, sample_weight={"a": T([1.0, 0.0]), "b": T([0.0, 1.0])})
@@ -674,13 +683,13 @@ def test_argument_errors():
         M.AUC(curve="XY")
     with pytest.raises(ValueError, match=r"`metrics`.*\['c'\]"):
         MetricsContainer({"c": ["mae"]}, output_names=["a", "b"])
-    with pytest.raises(ValueError, match=r"`metrics` has 3 entries.*2 outputs"):
+    with pytest.raises(ValueError, match=r"metrics: got a list of 3 entries for a model with 2 outputs"):
         MetricsContainer([["mae"], ["mae"], ["mse"]], output_names=["a", "b"])
     with pytest.raises(ValueError, match=r"y_true.*\(4, 3\).*\(4, 2\)"):
         value(M.SparseCategoricalAccuracy(), np.zeros((4, 3)), np.zeros((4, 2), "float32"))
     with pytest.raises(ValueError, match=r"precision.*\(4, 3\).*\(4, 2\)"):
         value(M.Precision(), np.zeros((4, 3)), np.zeros((4, 2), "float32"))
-    c = MetricsContainer(["mae"], output_names=["a", "b"])
+    c = MetricsContainer(["mae", "mae"], output_names=["a", "b"])
     with pytest.raises(ValueError, match=r"y_pred.*\['b'\]"):
         c.update({"a": T([1.0]), "b": T([1.0])}, {"a": T([1.0])})
 

@@ -81,6 +81,7 @@ def test_every_keras_class_and_function_is_in_fitkit_and_has_a_case():
 @pytest.mark.parametrize("case", FIXTURE["to_categorical"], ids=lambda c: str(c["x"]))
 def test_to_categorical_as_keras(case):
     out = targets.to_categorical(case["x"], num_classes=case["num_classes"])
+    assert fitkit.utils.to_categorical is targets.to_categorical  # Keras's public name
     assert isinstance(out, np.ndarray) and str(out.dtype) == case["dtype"]
     assert out.tolist() == case["result"]
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import fitkit
+from fitkit import optimizers
 from conftest import Net, labelled_data
 
 
@@ -278,7 +279,7 @@ def test_custom_train_step_is_used_and_its_logs_are_the_epoch_logs():
         calls = 0
 
         def train_step(self, data):
-            x, y, _ = data
+            x, y = data  # Keras passes (x, y) when there are no sample weights
             Custom.calls += 1
             loss = ((self(x).squeeze(-1) - y.float()) ** 2).mean()
             self.optimizer.zero_grad()
@@ -335,3 +336,68 @@ def test_clear_grads_is_zero_grad_and_respects_an_optimizer_of_its_own():
     model.compile(optimizer=Counting(model.parameters(), lr=0.1), loss=nn.BCEWithLogitsLoss())
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert Counting.calls == 4
+
+
+# ------------------------------------------------------------------------------- Keras behaviours
+
+class Doubling(fitkit.Model):
+    """Parameter-free (at module level, so that save can rebuild it by import path)."""
+
+    def forward(self, x):
+        return 2 * x
+
+
+def test_a_model_without_trainable_parameters_compiles_fits_evaluates_predicts_saves_and_loads(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = 2 * x + 1
+    model = Doubling()
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    with pytest.warns(UserWarning, match="does not have any trainable weights") as caught:
+        history = model.fit(x, y, batch_size=2, epochs=2, verbose=0)
+    assert len([w for w in caught if "trainable weights" in str(w.message)]) == 1  # one warning, not one a step
+    assert history.history["loss"] == pytest.approx([1.0, 1.0]) and history.history["mae"] == pytest.approx([1.0] * 2)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx([1.0, 1.0])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), 2 * x)
+    assert model.optimizer.learning_rate == pytest.approx(0.001)
+    model.save(tmp_path / "m.pt")
+    again = fitkit.load_model(tmp_path / "m.pt")
+    assert again.evaluate(x, y, verbose=0) == pytest.approx([1.0, 1.0])
+
+    torch.manual_seed(0)
+    frozen = Net()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    before = [p.clone() for p in frozen.parameters()]
+    frozen.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="does not have any trainable weights"):
+        frozen.fit(*labelled_data(16), epochs=1, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.parameters()))
+
+
+@pytest.mark.parametrize("given", ["named", "torch", "fused"])
+def test_optimizer_learning_rate_reads_and_assigns_every_group(given):
+    torch.manual_seed(0)
+    model = Net()
+    groups = [{"params": model.fc1.parameters()}, {"params": model.fc2.parameters(), "lr": 0.5}]
+    if given == "named":
+        model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.1), loss="mse")
+    elif given == "torch":
+        opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+        model.compile(optimizer=opt, loss="mse")
+        assert model.optimizer is opt and type(opt) is torch.optim.SGD  # the torch object as it is
+    else:
+        model.compile(optimizer=torch.optim.Adam(groups, lr=torch.tensor(0.1), fused=True), loss="mse")
+    assert model.optimizer.learning_rate == pytest.approx(0.1)
+    model.optimizer.learning_rate = 0.01  # Keras's idiom; it used to be silently ignored
+    assert [optimizers.group_lr(g) for g in model.optimizer.param_groups] == pytest.approx(
+        [0.01] * len(model.optimizer.param_groups))
+    if given == "fused":
+        assert isinstance(model.optimizer.param_groups[0]["lr"], torch.Tensor)  # a tensor lr stays a tensor
+    x, y = labelled_data(32)
+    history = model.fit(x, y.astype(np.float32), batch_size=8, epochs=1, verbose=0)
+    assert history.learning_rates == pytest.approx([0.01])
+    assert model.optimizer.iterations == 4
+    state = model.optimizer.state_dict()
+    assert "learning_rate" not in state["param_groups"][0]
+    with pytest.raises(ValueError, match="learning_rate: got 'fast'"):
+        model.optimizer.learning_rate = "fast"

@@ -30,7 +30,7 @@ class _TargetsSeen(fitkit.callbacks.Callback):
         self.seen = []
 
     def on_train_batch_end(self, batch, logs=None):
-        source = self.model.training_state.source
+        source = self.model.training_state.source.source  # the epoch iterator's data source
         y = source._leaves[1]
         self.seen.append((y.dtype, tuple(y.shape)))
 
@@ -63,7 +63,7 @@ def test_targets_are_reconciled_where_the_data_is_prepared_not_by_compute_loss()
     class BeforeFirstStep(fitkit.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if batch == 0:
-                y = self.model.training_state.source._leaves[1]
+                y = self.model.training_state.source.source._leaves[1]
                 self.seen = (y.dtype, tuple(y.shape))
 
     torch.manual_seed(0)

@@ -28,3 +28,15 @@ def test_constraints_pin_the_cpu_torch_and_the_package_asks_for_a_range():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"torch>=\d', pyproject)
     assert '"torch==' not in pyproject
+
+
+def test_the_first_example_runs_as_pasted(capsys):
+    readme = (ROOT / "README.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    scope = {}
+    exec(compile(example.replace("history = model.fit(x, y,", "history = model.fit(x, y, verbose=0,"),
+                 "README.md", "exec"), scope)
+    history = scope["history"]
+    assert 1 < len(history.epoch) < 100 and history.stop_reason == "early_stopping"
+    assert history.history["val_accuracy"][history.best_epoch()] > 0.75
+    assert "epoch" in capsys.readouterr().out.lower()  # print(history.diagnose()) wrote its report

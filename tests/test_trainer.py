@@ -1,5 +1,6 @@
 """fitkit.trainer: every fit / evaluate / predict argument and input form, logs, callbacks order."""
-
+import collections.abc
+import re
 
 import numpy as np
 import pytest
@@ -91,7 +92,59 @@ def test_hooks_order_batch_indices_restart_and_logs_keys():
                      ("batch_end", 1), ("test_begin", None), ("test_end", None), ("epoch_end", epoch)]
     expected += [("train_end", None)]
     assert rec.calls == expected
-    assert list(rec.epoch_logs[0]) == ["loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"]
+    assert list(rec.epoch_logs[0]) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+def test_epoch_logs_hold_exactly_keras_keys_and_the_history_keeps_each_epochs_rate(tmp_path):
+    x, y = _data(n=40)
+    model = _model(lr=0.1)
+    csv_path = tmp_path / "log.csv"
+    history = model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0,
+                        callbacks=[fitkit.callbacks.CSVLogger(csv_path)])
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all("val_" + k in history.history for k in history.history if not k.startswith("val_"))
+    assert history.learning_rates == [pytest.approx(0.1)] * 2 and len(history.learning_rates) == len(history.epoch)
+    assert csv_path.read_text().splitlines()[0] == "epoch,accuracy,loss,val_accuracy,val_loss"
+
+
+def test_learning_rate_is_logged_where_keras_logs_it_and_with_a_compile_scheduler():
+    x, y = _data(n=32)
+    model = _model(lr=0.1)
+    cut = fitkit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[cut])
+    # ReduceLROnPlateau writes the rate the epoch used, before its cut (from the second epoch on), as Keras's
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05])
+    assert history.learning_rates == pytest.approx([0.1, 0.1, 0.05])
+
+    model = _model(lr=0.1)
+    model.compile(optimizer=model.optimizer, loss=nn.BCEWithLogitsLoss(),
+                  scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1))
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert list(history.history) == ["loss", "learning_rate"]  # fitkit's extension: the scheduler it drives
+    assert history.history["learning_rate"] == history.learning_rates == pytest.approx([0.1, 0.01])
+
+
+def test_every_hook_gets_a_dict_never_none():
+    seen = {}
+
+    class Logs(Callback):
+        pass
+
+    cb = Logs()
+    for hook in fitkit.callbacks.base.HOOKS:
+        def record(*args, hook=hook):
+            seen.setdefault(hook, []).append(args[-1])
+        setattr(cb, hook, record)
+    x, y = _data(n=20)
+    model = _model()
+    model.fit(x, y, batch_size=8, epochs=1, validation_split=0.2, verbose=0, callbacks=[cb])
+    model.evaluate(x, y, verbose=0, callbacks=[cb])
+    model.predict(x, verbose=0, callbacks=[cb])
+    assert set(seen) == set(fitkit.callbacks.base.HOOKS)
+    for hook, logs in seen.items():
+        # batch logs are a lazy Mapping (read only when a callback looks), the others plain dicts
+        assert all(isinstance(v, collections.abc.Mapping) for v in logs), hook
+    assert seen["on_train_begin"] == [{}] and seen["on_predict_end"] == [{}]
 
 
 def test_history_params_and_epochs_with_initial_epoch():
@@ -319,3 +372,21 @@ def test_stop_training_in_a_batch_hook_ends_the_epoch_after_that_batch_as_keras(
     assert seen == [0, 1] and history.epoch == [0]
     assert "val_loss" in history.history  # the epoch still validates and ends normally
     assert ("epoch_end", 0) in rec.calls
+
+
+def test_wrong_data_types_raise_value_errors_as_keras():
+    """Keras raises ValueError for data it does not recognise ("Unrecognized data type"), a class_weight
+    that is not a mapping and loss_weights of the wrong type; fitkit does too, naming the argument."""
+    x, y = _data(n=8)
+    model = _model()
+    cases = [
+        (lambda: model.fit(3, verbose=0), "x: got a int; expected a NumPy array"),
+        (lambda: model.fit("data.csv", verbose=0), "x: got a string 'data.csv'"),
+        (lambda: model.predict(object(), verbose=0), "x: got a object"),
+        (lambda: model.evaluate(x, y[:5], verbose=0), "x, y and sample_weight: the arrays have different"),
+        (lambda: model.fit(x, y, class_weight=[1.0, 2.0], verbose=0), "class_weight: got [1.0, 2.0]"),
+        (lambda: model.compile(loss="mse", loss_weights="heavy"), "`loss_weights`"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()

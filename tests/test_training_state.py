@@ -99,5 +99,6 @@ def test_a_mid_epoch_state_carries_the_running_sums_and_the_data_position():
     model = _net()
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[Snapshot()])
     assert saved["epoch"] == 1 and saved["step"] == 3
-    assert saved["source"]["cursor"] == 24 and saved["running"]["loss"]["count"] == 24
+    assert saved["source"]["source"]["cursor"] == 24 and saved["source"]["steps_seen"] == 3
+    assert saved["running"]["loss"]["count"] == 24
     assert set(saved["running"]["metrics"]) == {"mae"}

@@ -157,9 +157,15 @@ class CallbackList:
     def __iter__(self):
         return iter(self.callbacks)
 
-    def _call(self, hook, *args):
-        for fn in self._by_hook[hook]:
-            fn(*args)
+    def _call(self, hook, logs, *args):
+        # As Keras 3: a hook always gets a dict, {} when there are no logs (never None); one dict per call,
+        # shared by the callbacks of that call, and made only when somebody listens.
+        fns = self._by_hook[hook]
+        if fns:
+            if logs is None:
+                logs = {}
+            for fn in fns:
+                fn(*args, logs)
 
     def on_train_begin(self, logs=None):
         self._call("on_train_begin", logs)
@@ -168,16 +174,16 @@ class CallbackList:
         self._call("on_train_end", logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._call("on_epoch_begin", epoch, logs)
+        self._call("on_epoch_begin", logs, epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._call("on_epoch_end", epoch, logs)
+        self._call("on_epoch_end", logs, epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._call("on_train_batch_begin", batch, logs)
+        self._call("on_train_batch_begin", logs, batch)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._call("on_train_batch_end", batch, logs)
+        self._call("on_train_batch_end", logs, batch)
 
     def on_test_begin(self, logs=None):
         self._call("on_test_begin", logs)
@@ -186,10 +192,10 @@ class CallbackList:
         self._call("on_test_end", logs)
 
     def on_test_batch_begin(self, batch, logs=None):
-        self._call("on_test_batch_begin", batch, logs)
+        self._call("on_test_batch_begin", logs, batch)
 
     def on_test_batch_end(self, batch, logs=None):
-        self._call("on_test_batch_end", batch, logs)
+        self._call("on_test_batch_end", logs, batch)
 
     def on_predict_begin(self, logs=None):
         self._call("on_predict_begin", logs)
@@ -198,7 +204,7 @@ class CallbackList:
         self._call("on_predict_end", logs)
 
     def on_predict_batch_begin(self, batch, logs=None):
-        self._call("on_predict_batch_begin", batch, logs)
+        self._call("on_predict_batch_begin", logs, batch)
 
     def on_predict_batch_end(self, batch, logs=None):
-        self._call("on_predict_batch_end", batch, logs)
+        self._call("on_predict_batch_end", logs, batch)

@@ -65,9 +65,13 @@ class ProgbarLogger(Callback):
         self._last_read = self._last_draw = self._epoch_start
         self._seen = 0
 
-    def _step(self, logs):
-        """A step is done: count it, and move the bar when ``DRAW_SECONDS`` have passed."""
-        self._seen += 1
+    def _step(self, logs, batch=None):
+        """Steps up to ``batch`` are done (Keras's batch index: with steps_per_execution the hooks come
+        once per execution); move the bar when ``DRAW_SECONDS`` have passed."""
+        self._seen = self._seen + 1 if batch is None else batch + 1
+        total = self.params.get("steps")
+        if total and self._seen > total:  # a last partial execution ends past the epoch, as in Keras
+            self._seen = total
         if self._bar is None:
             return
         now = time.perf_counter()
@@ -116,7 +120,7 @@ class ProgbarLogger(Callback):
             self._seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step(logs)
+        self._step(logs, batch)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.verbose == 1 and self._bar is not None:
@@ -135,7 +139,7 @@ class ProgbarLogger(Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         if not self._in_fit:
-            self._step(logs)
+            self._step(logs, batch)
 
     def on_test_end(self, logs=None):
         if self._in_fit:
@@ -150,7 +154,7 @@ class ProgbarLogger(Callback):
             self._open_bar("Predict", self.params.get("steps"))
 
     def on_predict_batch_end(self, batch, logs=None):
-        self._step(None)
+        self._step(None, batch)
 
     def on_predict_end(self, logs=None):
         if self._bar is not None:
