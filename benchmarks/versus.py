@@ -7,7 +7,7 @@ both versions into one single-threaded process, and times the same fit with each
 goes first, ``--pairs`` times. It prints the median of the pairwise ratios (this tree / REF) with their
 interquartile range; 1.00 means no change.
 
-    python -m benchmarks.versus f861992                   # the article workload, both optimizer forms
+    python -m benchmarks.versus f861992                   # article fit (both optimizer forms), evaluate, predict
     python -m benchmarks.versus HEAD~3 --pairs 51 --epochs 30
 
 Imports fitkit and torch only in :func:`main` (the package's parent process rule does not apply: this is
@@ -76,22 +76,40 @@ def main(argv=None):
         model.fit(x, y, batch_size=sizes["batch_size"], epochs=args.epochs, verbose=0)
         return time.process_time() - started
 
-    print(f"this tree ({ROOT}) / {args.ref}: article workload, {args.epochs} epochs per fit, {args.pairs} pairs, "
-          "one thread, process CPU time")
-    for named in (False, True):
+    mlp_x, mlp_y = workloads.mlp_data()
+    mlp = {}
+
+    def mlp_seconds(package, what):
+        if package not in mlp:
+            model = package.Sequential(*workloads.mlp_layers())
+            model.compile(optimizer="adam", loss=torch.nn.CrossEntropyLoss())
+            mlp[package] = model
+        model = mlp[package]
+        started = time.process_time()
+        if what == "evaluate":
+            model.evaluate(mlp_x, mlp_y, batch_size=64, verbose=0)
+        else:
+            model.predict(mlp_x, batch_size=64, verbose=0)
+        return time.process_time() - started
+
+    print(f"this tree ({ROOT}) / {args.ref}: {args.pairs} pairs, one thread, process CPU time")
+    rows = [(f"article fit, {args.epochs} epochs, the user's torch.optim.Adam", lambda p: fit_seconds(p, False)),
+            (f"article fit, {args.epochs} epochs, fitkit.optimizers.Adam", lambda p: fit_seconds(p, True)),
+            ("evaluate, MLP on 20000 samples", lambda p: mlp_seconds(p, "evaluate")),
+            ("predict, MLP on 20000 samples", lambda p: mlp_seconds(p, "predict"))]
+    for label, measure in rows:
         for package in (fitkit, fitkit_ref):
-            fit_seconds(package, named)  # first fits pay their lazy costs outside the figures
+            measure(package)  # first calls pay their lazy costs outside the figures
         ratios, ours, theirs = [], [], []
         for i in range(args.pairs):
             order = (fitkit, fitkit_ref) if i % 2 else (fitkit_ref, fitkit)
-            times = {package: fit_seconds(package, named) for package in order}
+            times = {package: measure(package) for package in order}
             ours.append(times[fitkit])
             theirs.append(times[fitkit_ref])
             ratios.append(times[fitkit] / times[fitkit_ref])
         q = statistics.quantiles(ratios, n=4)
-        label = "fitkit.optimizers.Adam (fused)" if named else "the user's torch.optim.Adam"
-        print(f"  {label:32s} ratio {statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f});  "
-              f"median fit {statistics.median(ours):.3f} s vs {statistics.median(theirs):.3f} s")
+        print(f"  {label:52s} ratio {statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f});  "
+              f"median {statistics.median(ours):.3f} s vs {statistics.median(theirs):.3f} s")
     return 0
 
 

@@ -49,4 +49,4 @@ def test_versus_compares_this_tree_with_a_git_revision_in_one_process():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"ratio (\d+\.\d+) \(IQR (\d+\.\d+)-(\d+\.\d+)\)", proc.stdout)
-    assert len(rows) == 2 and all(float(r) > 0 and float(lo) <= float(hi) for r, lo, hi in rows)
+    assert len(rows) == 4 and all(float(r) > 0 and float(lo) <= float(hi) for r, lo, hi in rows)
