@@ -276,6 +276,25 @@ class Model(nn.Module):
                                   class_weight=class_weight, min_lr=min_lr, max_lr=max_lr, steps=steps,
                                   smoothing=smoothing, diverge_factor=diverge_factor)
 
+    def show_training_loop(self, callbacks=None, *, validation=True, epochs=None, verbose="auto", print_fn=None):
+        """Print the order of events in ``fit`` and which of ``callbacks`` act at each: a map of fit.
+
+        Every hook in the order fit calls it, what ``train_step`` does, where the scheduler given to
+        compile steps, and under each hook the callbacks that act there (read from the hooks they
+        override), in words: where EarlyStopping decides, where the learning rate changes, where a
+        checkpoint is written. fit's own History and progress bar are listed too (``verbose=0``
+        leaves the bar out); ``validation=False`` shows a fit without validation data and
+        ``epochs="auto"`` the EarlyStopping that it adds. Returns the text; ``print_fn`` (default
+        ``print``) receives it, as with :meth:`summary`.
+
+        >>> model.show_training_loop(callbacks=[EarlyStopping(patience=3), ModelCheckpoint("best.pt")])
+        """
+        from .training_loop import training_loop
+
+        text = training_loop(self, callbacks, validation=validation, epochs=epochs, verbose=verbose)
+        (print_fn or print)(text)
+        return text
+
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         """The loss (and metrics) on the data: a float, a list ``[loss, metric, ...]``, or a dict.
