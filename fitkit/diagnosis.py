@@ -17,7 +17,7 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from .callbacks.monitor import resolve_mode
+from .callbacks.monitor import is_improvement, resolve_mode
 
 # A change smaller than this fraction of the value does not count as "meaningful" in diagnose().
 _MEANINGFUL = 0.01
@@ -66,12 +66,17 @@ def epoch_number(index):
 
 
 def argbest(values, mode):
-    """Position of the best finite value (the first one on ties), or None when there is none."""
+    """Position of the best finite value (the first one on ties), or None when there is none.
+
+    "Better" is EarlyStopping's test with ``min_delta=0`` (:func:`~fitkit.callbacks.monitor.is_improvement`,
+    compared in float32 as Keras compares), so that the best epoch named here is the one EarlyStopping
+    kept: two values equal in float32 are a tie.
+    """
     best = None
     for i, v in enumerate(values):
         if not is_finite(v):
             continue
-        if best is None or (v < values[best] if mode == "min" else v > values[best]):
+        if best is None or is_improvement(v, values[best], mode):
             best = i
     return best
 
@@ -408,8 +413,11 @@ def _advice(history, d, finite):
                    if d.restored_epoch is not None else
                    f" with EarlyStopping(monitor=\"{m}\", patience=5, restore_best_weights=True) to stop at "
                    "the right time")
-        return (f"Train longer: {m} was still improving {why} ({number(last_v)} at epoch "
-                f"{epoch_number(last_e)}); {more}{stopper}.{no_val}")
+        if d.best_epoch == last_e:
+            where = f"{number(last_v)} at epoch {epoch_number(last_e)}"
+        else:
+            where = f"best {number(d.best_value)} at epoch {epoch_number(d.best_epoch)} of {epoch_number(last_e)}"
+        return (f"Train longer: {m} was still improving {why} ({where}); {more}{stopper}.{no_val}")
     last = history.epoch[-1]
     holds = ""
     if d.restored_epoch is None and d.best_epoch != last and d.has_validation:

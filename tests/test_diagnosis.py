@@ -17,6 +17,14 @@ def test_argbest_skips_non_finite_values_and_takes_the_first_tie():
     assert argbest([math.nan, math.inf], "min") is None
 
 
+def test_argbest_calls_values_equal_in_float32_a_tie_as_early_stopping_does():
+    # 0.3 - 1e-12 is below 0.3 as a Python float but the same float32: EarlyStopping(min_delta=0) keeps
+    # the first epoch's weights, and the best epoch said everywhere must be that one.
+    assert argbest([0.5, 0.3, 0.3 - 1e-12], "min") == 1
+    assert argbest([0.5, 0.3, 0.2999], "min") == 2
+    assert argbest([0.9, 0.95, 0.95 + 1e-12], "max") == 1
+
+
 def test_overfitting_needs_a_clear_rise_while_the_training_loss_falls():
     epochs = list(range(6))
     val = [1.0, 0.6, 0.5, 0.55, 0.6, 0.65]
