@@ -192,7 +192,7 @@ def _draw_curves(history, ax, keys, marks):
         y = points.get(best)
         if y is not None and is_finite(y):
             ax.plot([epoch_number(best)], [y], linestyle="none", marker="*", markersize=14, color="tab:red",
-                    zorder=5, gid="best_epoch_point")
+                    zorder=5, gid="best_epoch_point", clip_on=False)
         label = f"best {marks.monitor}: epoch {epoch_number(best)}"
         if restored == best:
             label += " (weights restored)"
@@ -201,7 +201,7 @@ def _draw_curves(history, ax, keys, marks):
         y = points.get(restored)
         if y is not None and is_finite(y):
             ax.plot([epoch_number(restored)], [y], linestyle="none", marker="D", markersize=8, color="tab:green",
-                    zorder=5, gid="restored_epoch_point")
+                    zorder=5, gid="restored_epoch_point", clip_on=False)
         ax.axvline(epoch_number(restored), color="tab:green", linestyle="-.", linewidth=1,
                    label=f"weights restored: epoch {epoch_number(restored)}", gid="restored_epoch")
     for j, x in enumerate(sorted(broken)):
@@ -236,7 +236,7 @@ def _draw_learning_rate(history, ax, log, marks):
         # The rate the best epoch trained with, marked as on the other panels.
         x = epoch_number(marks.best)
         ax.plot([x], [ys[epochs.index(marks.best)]], linestyle="none", marker="*", markersize=14, color="tab:red",
-                zorder=5, gid="best_epoch_point")
+                zorder=5, gid="best_epoch_point", clip_on=False)
         ax.axvline(x, color="tab:red", linestyle="--", linewidth=1, label=f"best {marks.monitor}: epoch {x}",
                    gid="best_epoch")
 
@@ -270,9 +270,12 @@ def plot_histories(histories, path=None, show=None, monitor=None):
         fig.delaxes(ax)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     bests = {label: h.best_epoch(monitor) for label, h in runs}
+    # Longer runs first: a run that is the start of a longer one (same seed, stopped early) stays visible.
+    order = sorted(range(len(runs)), key=lambda i: -len(runs[i][1].epoch))
     for ax, name in zip(axes, names):
         values = []
-        for i, (label, h) in enumerate(runs):
+        for i in order:
+            label, h = runs[i]
             color = colors[i % len(colors)]
             for key in (name, "val_" + name):
                 if key not in h.history:
@@ -288,7 +291,7 @@ def plot_histories(histories, path=None, show=None, monitor=None):
                     if is_finite(y):
                         ax.plot([epoch_number(bests[label])], [y], linestyle="none", marker="*", markersize=15,
                                 color=color, markeredgecolor="black", markeredgewidth=0.6, zorder=5,
-                                gid="best_epoch_point")
+                                gid="best_epoch_point", clip_on=False)
         log = _spans_orders(name, values)
         if log:
             ax.set_yscale("log")

@@ -239,7 +239,7 @@ def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="
     if any(_overrides(cb, "restore_training") for cb in ordered):
         hook(0, "restore_training (before any callback starts; not a Keras hook)", "restore_training")
     hook(0, "on_train_begin()", "on_train_begin")
-    say(0, "for epoch in range(initial_epoch, epochs):          (epoch counts from 0; the progress bar prints epoch + 1)")
+    say(0, "for epoch in range(initial_epoch, epochs):          (from 0; the progress bar prints epoch + 1)")
     hook(1, "on_epoch_begin(epoch)", "on_epoch_begin")
     say(1, "for batch, data in enumerate(training batches):      (shuffled by the model's own generator)")
     hook(2, "on_train_batch_begin(batch)", "on_train_batch_begin", ("on_batch_begin",))
