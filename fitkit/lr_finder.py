@@ -111,20 +111,19 @@ def find_learning_rate(model, x, y=None, *, batch_size=None, sample_weight=None,
         train = data.source(x, y, sample_weight, batch_size=batch_size, shuffle=True, generator=generator,
                             device=compiled.device, steps=steps, class_weight=class_weight)
         preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
-        lrs, losses, smoothed, stop_reason = _ramp(model, compiled.optimizer, train, min_lr, max_lr, steps,
-                                                   smoothing, diverge_factor)
+        lrs, losses, smoothed, diverged, stop_reason = _ramp(model, compiled.optimizer, train, min_lr, max_lr,
+                                                             steps, smoothing, diverge_factor)
     finally:
         state.load_state_dict(snapshot)
         _put_back_sums(compiled, sums)
         model.train(was_training)
         model.stop_training, model.stop_reason = stop
-    diverged = stop_reason.startswith("the loss diverged")
     return LearningRateFinderResult(lrs, losses, smoothed, suggest(lrs, smoothed), diverged, stop_reason,
                                     float(min_lr), float(max_lr))
 
 
 def _ramp(model, optimizer, train, min_lr, max_lr, steps, smoothing, diverge_factor):
-    """The steps of the test; returns ``(lrs, losses, smoothed, why it stopped)``."""
+    """The steps of the test; returns ``(lrs, losses, smoothed, diverged, why it stopped)``."""
     groups = optimizer.param_groups
     first = group_lr(groups[0])
     # Groups with their own rates keep their ratio to the first one (discriminative rates stay so).
@@ -148,18 +147,18 @@ def _ramp(model, optimizer, train, min_lr, max_lr, steps, smoothing, diverge_fac
         losses.append(loss)
         if not math.isfinite(loss):
             smoothed.append(math.nan)
-            return lrs, losses, smoothed, f"the loss diverged: it was {loss} at learning rate {lr:.3g}"
+            return lrs, losses, smoothed, True, f"the loss diverged: it was {loss} at learning rate {lr:.3g}"
         average = smoothing * average + (1 - smoothing) * loss
         value = average / (1 - smoothing ** (step + 1))
         smoothed.append(value)
         best = min(best, value)
         if value > diverge_factor * best:
-            return lrs, losses, smoothed, (f"the loss diverged: the smoothed loss reached {value:.3g}, over "
-                                           f"{diverge_factor:g} times its lowest ({best:.3g}), at learning rate "
-                                           f"{lr:.3g}")
+            return lrs, losses, smoothed, True, (f"the loss diverged: the smoothed loss reached {value:.3g}, "
+                                                 f"over {diverge_factor:g} times its lowest ({best:.3g}), at "
+                                                 f"learning rate {lr:.3g}")
     if len(lrs) < steps:
-        return lrs, losses, smoothed, f"the data ran out after {len(lrs)} of {steps} steps"
-    return lrs, losses, smoothed, f"it reached max_lr={max_lr:g} without diverging"
+        return lrs, losses, smoothed, False, f"the data ran out after {len(lrs)} of {steps} steps"
+    return lrs, losses, smoothed, False, f"it reached max_lr={max_lr:g} without diverging"
 
 
 def suggest(lrs, smoothed):

@@ -291,7 +291,8 @@ class Model(nn.Module):
         """
         from .training_loop import training_loop
 
-        text = training_loop(self, callbacks, validation=validation, epochs=epochs, verbose=verbose)
+        text = training_loop(self, callbacks, validation=validation, epochs=epochs, verbose=verbose,
+                             custom_train_step=not self._default_train_step)
         (print_fn or print)(text)
         return text
 

@@ -181,8 +181,9 @@ def _check_callbacks(callbacks):
     return list(callbacks)
 
 
-def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="auto"):
-    """The text of :meth:`fitkit.Model.show_training_loop`."""
+def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="auto", custom_train_step=False):
+    """The text of :meth:`fitkit.Model.show_training_loop`; ``custom_train_step``: the model overrides
+    ``train_step``."""
     user = _check_callbacks(callbacks)
     if validation not in (True, False):
         raise ValueError(f"validation: got {validation!r}; expected True (fit gets validation data) or False")
@@ -210,10 +211,8 @@ def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="
     ordered = [cb for cb in ordered if not isinstance(cb, BackupAndRestore)] + \
               [cb for cb in ordered if isinstance(cb, BackupAndRestore)]
 
-    compiled = getattr(model, "_compiled", None)
-    scheduler = getattr(compiled, "scheduler", None)
-    interval = getattr(compiled, "scheduler_interval", "epoch")
-    own_step = not getattr(model, "_default_train_step", True)
+    scheduler = getattr(model, "scheduler", None)
+    interval = getattr(model, "scheduler_interval", "epoch")
     lines = []
 
     def say(indent, text):
@@ -243,7 +242,7 @@ def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="
     hook(1, "on_epoch_begin(epoch)", "on_epoch_begin")
     say(1, "for batch, data in enumerate(training batches):      (shuffled by the model's own generator)")
     hook(2, "on_train_batch_begin(batch)", "on_train_batch_begin", ("on_batch_begin",))
-    step = f"{type(model).__name__}.train_step(data), your own" if own_step else \
+    step = f"{type(model).__name__}.train_step(data), your own" if custom_train_step else \
         "train_step(data): forward pass, loss, gradients cleared, backward pass, optimizer.step()"
     say(2, step)
     if scheduler is not None and interval == "step":

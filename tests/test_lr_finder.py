@@ -248,3 +248,12 @@ def test_plot_marks_the_suggestion(tmp_path):
         assert f"suggestion: {result.suggestion:.2g} (steepest descent)" in [ln.get_label() for ln in ax.lines]
     finally:
         plt.close("all")
+
+
+def test_a_generator_that_runs_out_ends_the_test():
+    x, y = noisy_binary_data()
+    batches = ((torch.from_numpy(x[i:i + 32]), torch.from_numpy(y[i:i + 32])) for i in range(0, 96, 32))
+    with pytest.warns(UserWarning, match="ran out of data after 3 of 10 steps"):
+        result = _compiled().find_learning_rate(batches, steps=10, max_lr=1e-3)
+    assert len(result.lrs) == 3 and not result.diverged
+    assert result.stop_reason == "the data ran out after 3 of 10 steps"
