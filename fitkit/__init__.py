@@ -15,8 +15,8 @@ from .seed import set_seed
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "callbacks", "checkpoint", "losses",
-           "metrics", "optimizers", "utils", "__version__"]
+__all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "plot_histories", "callbacks",
+           "checkpoint", "losses", "metrics", "optimizers", "utils", "__version__"]
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trusted=False):
@@ -38,3 +38,19 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trus
     return checkpoint.load_model(filepath, base=Model, history_class=History, allow=_model._allowlist(),
                                  custom_objects=custom_objects, compile=compile,
                                  trusted=bool(trusted) or safe_mode is False)
+
+
+def plot_histories(histories, path=None, show=None, monitor=None):
+    """Several runs on shared axes, one color each, with each run's best epoch marked by a star.
+
+    ``histories`` is a dict ``{label: History}`` (a list gets the labels "run 1", "run 2", ...);
+    ``monitor`` (default ``"val_loss"`` when every run has it, else ``"loss"``) decides the best
+    epochs. Validation curves are solid, training curves dashed; accuracy-like axes end at 1.0 and a
+    loss spanning orders of magnitude goes on a log scale. Saves to ``path`` when given and returns
+    the matplotlib ``Figure`` (``show`` as for :meth:`History.plot`). Needs ``pip install fitkit[plot]``.
+
+    >>> fitkit.plot_histories({"fixed 50": h1, "early stopping": h2, "auto": h3}, "runs.png")  # doctest: +SKIP
+    """
+    from .plotting import plot_histories as draw  # matplotlib loads only when plotting
+
+    return draw(histories, path, show, monitor)

@@ -10,9 +10,11 @@ round trip (:meth:`History.to_dict` / :meth:`History.from_dict`) so a checkpoint
 holds the record; the rules and words of ``diagnose`` live in :mod:`fitkit.diagnosis`, the drawing of
 ``plot`` in :mod:`fitkit.plotting` (imported only when ``plot`` is called, so matplotlib stays unloaded).
 
-Epoch *indices* (``history.epoch``, ``best_epoch()``, the ``Diagnosis`` fields) are 0-based like Keras's
-``epoch`` argument; epoch numbers in *words* and on plots are 1-based, as Keras's progress bar prints
-them: index 13 is "epoch 14". With ``initial_epoch=2`` the first index is 2 ("epoch 3").
+Epoch *indices* (``history.epoch``, ``best_epoch()``, ``restored_epoch``, the ``Diagnosis`` fields) are
+0-based like Keras's ``epoch`` argument; epoch numbers in *words* and on plots are 1-based, as Keras's
+progress bar prints them: index 13 is "epoch 14". With ``initial_epoch=2`` the first index is 2
+("epoch 3"). A second ``fit`` call without ``initial_epoch`` numbers its epochs from 1 again, as Keras
+does; its History knows how many epochs the model had trained before (``epochs_before``) and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .callbacks.base import Callback
 from .callbacks.monitor import resolve_mode
 from .diagnosis import Diagnosis  # re-exported: `from fitkit.history import Diagnosis` predates diagnosis.py
 from .logs import to_float
+from .optimizers import current_lr
 
 __all__ = ["History", "Diagnosis"]
 
@@ -58,6 +61,11 @@ class History(Callback):
     key the stopping callback watched) and ``restored_epoch`` (the epoch whose weights
     ``EarlyStopping(restore_best_weights=True)`` put back, as with ``fit(epochs="auto")``). The trainer
     alone decides these, before ``on_train_end``; a History driven by hand keeps what it is given.
+
+    It also keeps ``epochs_before``, the epochs of training the weights had when this fit call began
+    (the model's earlier fit calls, read from ``model.history``, counted up to the restored epoch
+    where EarlyStopping put back its best weights; 0 for a new model), and ``last_learning_rate``, the
+    learning rate after the last epoch's callbacks, so that a cut at the last epoch is seen.
     """
 
     def __init__(self):
@@ -69,6 +77,8 @@ class History(Callback):
         self.stop_monitor = None
         # The epoch whose weights EarlyStopping(restore_best_weights=True) put back, when it did.
         self.restored_epoch = None
+        self.epochs_before = 0
+        self.last_learning_rate = None
         # The epoch index of every value of every key: val_ keys skip epochs when validation_freq > 1.
         self._logged_at = {}
         # The learning rate each epoch trained with, aligned with self.epoch (None where nobody said).
@@ -78,6 +88,9 @@ class History(Callback):
     # ----- Keras hooks -----
 
     def on_train_begin(self, logs=None):
+        # What the model trained before this call, read before this History replaces model.history.
+        previous = getattr(self.model, "history", None) if self.model is not None else None
+        before = previous.epochs_trained() if isinstance(previous, History) else 0
         # Keras resets the epoch list but keeps the history dict (fit makes a new History each call).
         self.epoch = []
         self.learning_rates = []
@@ -86,6 +99,8 @@ class History(Callback):
         self.interrupted = False
         self.stop_monitor = None
         self.restored_epoch = None
+        self.epochs_before = before
+        self.last_learning_rate = None
         if self.model is not None:
             self.model.history = self
 
@@ -101,8 +116,26 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(_plain_float(value))
             self._logged_at.setdefault(key, []).append(epoch)
+        self._note_learning_rate()
         if self.model is not None:
             self.model.history = self
+
+    def on_train_end(self, logs=None):
+        # Read again: every epoch-end callback has run by now, wherever this History sits in the list.
+        self._note_learning_rate()
+
+    def _note_learning_rate(self):
+        optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+        if self.epoch and hasattr(optimizer, "param_groups") and optimizer.param_groups:
+            self.last_learning_rate = current_lr(optimizer)
+
+    def epochs_trained(self):
+        """Epochs of training the model's weights have after this fit call: ``epochs_before`` plus the
+        epochs it ran, or up to ``restored_epoch`` when EarlyStopping put those weights back."""
+        ran = len(self.epoch)
+        if self.restored_epoch is not None and self.restored_epoch in self.epoch:
+            ran = self.epoch.index(self.restored_epoch) + 1
+        return int(self.epochs_before or 0) + ran
 
     # ----- reading the record -----
 
@@ -172,8 +205,21 @@ class History(Callback):
           beats the best of all epochs before them by more than 1% of that earlier best. A single
           epoch is never "still improving" (there is no trend to read), nor is a run whose last
           value of ``monitor`` is NaN or infinite (it broke).
-        * **lr_reductions**: ``(epoch, old_lr, new_lr)`` wherever the logged ``learning_rate`` went down
-          from one epoch to the next; ``epoch`` is the first epoch that ran with ``new_lr``.
+        * **lr_reductions**: ``(epoch, old_lr, new_lr)`` each time the learning rate went down;
+          ``epoch`` is the epoch at whose end it was lowered, as ReduceLROnPlateau announces it
+          ("Epoch 7: ReduceLROnPlateau reducing" is index 6, "at the end of epoch 7"). The rates are
+          ``self.learning_rates`` when fit recorded them, else the logged ``learning_rate``; a cut
+          after the last epoch is read from ``last_learning_rate``.
+        * **unstable**: words when the training ``loss`` became NaN or infinite after a finite epoch,
+          ended more than 5% above where it began, began at least 100 times above its lowest and fell
+          more than 10-fold into the second epoch, or jumped to at least twice its lowest so far by
+          more than a quarter of its median (the largest jump is named); None otherwise. The advice is
+          then to lower the learning rate before reading anything else from the curves.
+        * **restored_epoch**: the epoch whose weights EarlyStopping put back (the report says so, and
+          stops advising ``restore_best_weights=True``).
+        * **epochs_before**: the epochs the model had trained before this fit call. After
+          ``fit(epochs=50)`` twice, the second History numbers its epochs from 1 again (as its
+          progress bar did); the report says so, and its advice counts epochs "in all".
 
         >>> print(history.diagnose())   # doctest: +SKIP
         """
@@ -209,6 +255,8 @@ class History(Callback):
             "restored_epoch": self.restored_epoch,
             "logged_at": {k: list(v) for k, v in self._logged_at.items()},
             "learning_rates": list(self.learning_rates),
+            "epochs_before": int(self.epochs_before or 0),
+            "last_learning_rate": self.last_learning_rate,
         }
 
     @classmethod
@@ -239,6 +287,8 @@ class History(Callback):
         self._logged_at = {k: [int(e) for e in v] for k, v in (data.get("logged_at") or {}).items()}
         self.learning_rates = self._saved_learning_rates(data)
         self._pending_lr = None
+        self.epochs_before = int(data.get("epochs_before") or 0)
+        self.last_learning_rate = data.get("last_learning_rate")
 
     def _saved_learning_rates(self, data):
         """``learning_rates`` from a dict; dicts written before it existed logged ``learning_rate`` every epoch."""

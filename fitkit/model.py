@@ -458,6 +458,49 @@ class Model(nn.Module):
                            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
                            max_epochs=max_epochs, time_budget=time_budget)
 
+    def find_learning_rate(self, x, y=None, *, batch_size=None, sample_weight=None, class_weight=None,
+                           min_lr=1e-7, max_lr=10.0, steps=100, smoothing=0.9, diverge_factor=4.0):
+        """The learning-rate range test: which learning rate to compile with, read from the loss.
+
+        Takes ``steps`` training steps on batches of ``x, y`` (shuffled, ``batch_size`` as in fit) with
+        the learning rate rising exponentially from ``min_lr`` to ``max_lr``, and stops early when the
+        loss diverges: NaN or infinite, or the smoothed loss (an exponential moving average with factor
+        ``smoothing``, bias-corrected) above ``diverge_factor`` times its lowest. Then it puts back the
+        weights, optimizer state, scheduler, data order and every RNG exactly (a fit after it equals a
+        fit without it, bit for bit). A one-shot generator given as ``x`` is consumed, though.
+
+        Returns a result with ``.lrs``, ``.losses`` (each step's batch loss), ``.smoothed``,
+        ``.suggestion`` (the rate where the smoothed loss falls fastest) and ``.plot()``.
+
+        >>> result = model.find_learning_rate(x, y)
+        >>> model.compile(optimizer=fitkit.optimizers.Adam(result.suggestion), loss="binary_crossentropy")
+        """
+        from .lr_finder import find_learning_rate
+
+        return find_learning_rate(self, x, y, batch_size=batch_size, sample_weight=sample_weight,
+                                  class_weight=class_weight, min_lr=min_lr, max_lr=max_lr, steps=steps,
+                                  smoothing=smoothing, diverge_factor=diverge_factor)
+
+    def show_training_loop(self, callbacks=None, *, validation=True, epochs=None, verbose="auto", print_fn=None):
+        """Print the order of events in ``fit`` and which of ``callbacks`` act at each: a map of fit.
+
+        Every hook in the order fit calls it, what ``train_step`` does, where the scheduler given to
+        compile steps, and under each hook the callbacks that act there (read from the hooks they
+        override), in words: where EarlyStopping decides, where the learning rate changes, where a
+        checkpoint is written. fit's own History and progress bar are listed too (``verbose=0``
+        leaves the bar out); ``validation=False`` shows a fit without validation data and
+        ``epochs="auto"`` the EarlyStopping that it adds. Returns the text; ``print_fn`` (default
+        ``print``) receives it, as with :meth:`summary`.
+
+        >>> model.show_training_loop(callbacks=[EarlyStopping(patience=3), ModelCheckpoint("best.pt")])
+        """
+        from .training_loop import training_loop
+
+        text = training_loop(self, callbacks, validation=validation, epochs=epochs, verbose=verbose,
+                             custom_train_step=not self._default_train_step)
+        (print_fn or print)(text)
+        return text
+
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         """The loss and metrics on the data in test mode, as Keras's ``evaluate``.

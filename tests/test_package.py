@@ -7,8 +7,8 @@ import fitkit
 
 
 def test_public_names():
-    for name in ("Model", "Sequential", "History", "wrap", "set_seed", "callbacks", "losses", "metrics",
-                 "optimizers"):
+    for name in ("Model", "Sequential", "History", "wrap", "set_seed", "plot_histories", "callbacks", "losses",
+                 "metrics", "optimizers"):
         assert hasattr(fitkit, name), name
     assert fitkit.callbacks.EarlyStopping and fitkit.callbacks.ProgbarLogger
 
