@@ -20,7 +20,7 @@ import numbers
 import torch
 from torch import nn
 
-from . import optimizers
+from . import checkpoint, distributed, optimizers
 from .losses import get as get_loss
 from .metrics import get as get_metric
 
@@ -85,6 +85,20 @@ class LossTracker:
         if self._sum is None or self._count == 0:
             return torch.tensor(0.0)
         return self._sum / self._count
+
+    def totals(self):
+        """``(sum, count)`` so far (a float or a 0-dim tensor, and an int): what ranks add up."""
+        if self._values:
+            self._fold()
+        return (0.0 if self._sum is None else self._sum), self._count
+
+    def set_totals(self, total, count):
+        """Replace the running sum and count (by the sums over every rank, see fitkit.distributed)."""
+        self._values, self._sizes = [], []
+        kept = self._sum
+        self._sum = float(total) if not isinstance(kept, torch.Tensor) else \
+            torch.as_tensor(total).to(device=kept.device, dtype=kept.dtype)
+        self._count = int(round(float(count)))
 
     def state_dict(self):
         """The running state as it is (nothing folded), so a mid-epoch resume sums exactly as before."""
@@ -464,6 +478,17 @@ class MetricsContainer:
 
 # ----------------------------------------------------------------------------------------- the compiled state
 
+def _empty(structure):
+    """``structure`` (a tensor, or lists/dicts of them) with no samples left: ``t[:0]`` everywhere."""
+    if isinstance(structure, torch.Tensor):
+        return structure[:0]
+    if isinstance(structure, dict):
+        return {k: _empty(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_empty(v) for v in structure)
+    return structure
+
+
 def _named_only(spec):
     """Whether a metrics spec holds only names ("accuracy", "mae"), in lists or dicts, or nothing."""
     if spec is None or isinstance(spec, str):
@@ -497,6 +522,12 @@ class CompiledState:
         self.tracker = LossTracker()
         self.part_trackers = {}
         self._pending_metric_states = None
+        # More than one process (fitkit.distributed): the DDP wrapper the forward goes through (None for
+        # FSDP2, which shards the model in place), and this rank's part of each batch (None alone).
+        self.strategy = None
+        self.wrapper = None
+        self.shard = None
+        self.unsharded = None  # FSDP2: the model's structure before sharding, for model.save
 
     @property
     def named_metrics_only(self):
@@ -508,12 +539,15 @@ class CompiledState:
 
     def update_loss(self, total, parts, batch_size):
         """Add a batch's loss (and the unweighted loss of each output, when there are several)."""
-        self.tracker.update(total, batch_size)
+        counted = self.shard is None or self.shard.local != 0  # a rank's empty share adds nothing
+        if counted:
+            self.tracker.update(total, batch_size)
         for name, value in parts.items():
             tracker = self.part_trackers.get(name)
             if tracker is None:
                 tracker = self.part_trackers[name] = LossTracker()
-            tracker.update(value, batch_size)
+            if counted:
+                tracker.update(value, batch_size)
 
     def update_metrics(self, y, y_pred, sample_weight=None):
         """Add a batch to the compiled metrics, building them at the first batch."""
@@ -521,6 +555,9 @@ class CompiledState:
             loss = self.loss.single if self.loss is not None and self.loss.single is not None else \
                 (self.loss.losses if self.loss is not None else None)
             self.metrics = MetricsContainer(*self.metric_specs, loss=loss, output_names=output_names(y_pred))
+        if self.shard is not None and self.shard.local == 0:
+            # A rank's empty share: no sample is added, yet the metrics see the outputs' structure.
+            y, y_pred, sample_weight = _empty(y), _empty(y_pred), _empty(sample_weight)
         if self.metrics is not None and y is not None:
             self.metrics.update(y, y_pred, sample_weight)
             if self._pending_metric_states is not None:
@@ -615,7 +652,7 @@ def resolve_device(device, model):
     if getattr(model, "_fitkit_placed", False):
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return distributed.cuda_device()  # cuda:LOCAL_RANK under torchrun
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -623,11 +660,18 @@ def resolve_device(device, model):
 
 def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
           steps_per_execution=1, scheduler=None, scheduler_interval="epoch", scheduler_monitor=None,
-          device=None):
-    """``Model.compile``'s work: check every argument, place the model, build the optimizer and scheduler.
+          device=None, distribute="auto", fsdp_policy=None):
+    """``Model.compile``'s work: check every argument, place the model, wrap it for more than one process
+    (:mod:`fitkit.distributed`), then build the optimizer and scheduler on its (sharded) parameters.
 
     Returns the :class:`CompiledState`; nothing on the model changes before the arguments are checked.
     """
+    strategy = distributed.resolve(distribute)
+    policy = distributed.check_fsdp_policy(fsdp_policy)
+    if fsdp_policy is not None and strategy != "fsdp":
+        raise ValueError(f"fsdp_policy: given with distribute={distribute!r}, which "
+                         f"{'resolves to ' + repr(strategy) if distribute == 'auto' else 'does not shard'}; it only "
+                         "applies to distribute='fsdp'")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
     if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -651,7 +695,18 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
                          "before compile")
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
-    opt = optimizers.get(optimizer, model.parameters(), device=target)
+    if strategy == "fsdp" and hasattr(scheduler, "step") and getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to compile (or "
+                         f"a function optimizer -> scheduler); got {type(scheduler).__name__} on another optimizer")
+    # FSDP2 replaces the parameters: an optimizer already built on them is rebuilt on the shards.
+    rebuild = checkpoint.describe_optimizer(optimizer, model.named_parameters()) \
+        if strategy == "fsdp" and isinstance(optimizer, torch.optim.Optimizer) \
+        and not distributed.is_sharded(model) else None
+    wrapper, shard, unsharded = distributed.prepare(model, strategy, target, policy, sum_reduction=_sums(loss_container))
+    if rebuild is not None:
+        opt = _rebuilt(model, optimizer, rebuild, scheduler)
+    else:
+        opt = optimizers.get(optimizer, model.parameters(), device=target)
     sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
     if sched is not None and (not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt):
         raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "
@@ -665,5 +720,29 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
               "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
               "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor}
-    return CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
-                         scheduler_interval, scheduler_monitor, target, config)
+    state = CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
+                          scheduler_interval, scheduler_monitor, target, config)
+    state.strategy, state.wrapper, state.shard, state.unsharded = strategy, wrapper, shard, unsharded
+    return state
+
+
+def _sums(loss):
+    """Whether every compiled loss sums over samples (``reduction="sum"``) instead of averaging them."""
+    if loss is None:
+        return False
+    found = loss.losses.values() if isinstance(loss.losses, dict) else \
+        (loss.losses if isinstance(loss.losses, list) else [loss.losses])
+    found = [l for l in found if l is not None]
+    return bool(found) and all(getattr(l, "torch_reduction", None) == "sum" or getattr(l, "reduction", None) == "sum"
+                               for l in found)
+
+
+def _rebuilt(model, optimizer, described, scheduler):
+    """``optimizer`` rebuilt on the sharded parameters (same class, groups, hyperparameters and state);
+    a scheduler built on it follows."""
+    rebuilt = checkpoint.build_optimizer(described, model.named_parameters())
+    distributed.load_optimizer_state(model, rebuilt, described["state"])
+    if hasattr(scheduler, "step") and getattr(scheduler, "optimizer", None) is optimizer:
+        checkpoint._attach_scheduler(scheduler, rebuilt)  # the same re-pointing load_model does
+    distributed.warn_rebuilt_optimizer(optimizer)
+    return rebuilt

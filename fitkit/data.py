@@ -6,6 +6,13 @@ from the model's own ``torch.Generator`` and gathers batches with ``index_select
 ``Dataset``, generator or other iterable is iterated as it is, each batch moved to the device.
 
 A batch is always the tuple ``(x, y, sample_weight)``; ``y`` and ``sample_weight`` may be ``None``.
+
+Under more than one process (a :class:`fitkit.distributed.Shard` given as ``shard``) ``batch_size`` is
+the global batch: in-memory data gives each rank a contiguous share of every batch of the same
+permutation; a Dataset, or a DataLoader with torch's own samplers, is read through a
+:class:`ShardSampler` (torch's ``DistributedSampler``, without its padding) with ``batch_size / world``
+per rank. Every rank runs the same number of batches: a rank whose share is empty runs its step on one
+sample that the shard marks as counting for nothing.
 """
 
 import collections.abc
@@ -199,8 +206,9 @@ class ArraySource:
     """
 
     def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
-                 device=None, steps=None):
+                 device=None, steps=None, shard=None):
         self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.shard = shard  # this rank's part of each batch (more than one process), else None
         self.n = num_samples((x, y, sample_weight), "x, y and sample_weight")
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -257,6 +265,8 @@ class ArraySource:
         # Saved so an exact resume can redraw the same permutation (checkpoint.py, BackupAndRestore).
         self.pass_rng_state = self.generator.get_state() if self.generator is not None else None
         perm = torch.randperm(self.n, generator=self.generator)
+        if self._gather_pass and self.shard is not None:
+            perm = perm[self.shard.positions(self.n, self.batch_size)]  # gather this rank's samples alone
         perm = perm.to(self._leaves[0].device) if self._leaves[0].device.type != "cpu" else perm
         if self._gather_pass:
             self._pass = [t.index_select(0, perm) for t in self._leaves]
@@ -293,21 +303,56 @@ class ArraySource:
         if self.steps is None and not skip:
             self._cursor = self.n  # without steps_per_epoch an epoch is exactly one pass
         steps = self.num_steps - skip
-        bs, n = self.batch_size, self.n
+        bs, n, shard = self.batch_size, self.n, self.shard
         rebuild, transfer = self._rebuild, self._per_batch_transfer
-        for _ in range(steps):
-            if self._cursor >= n:
-                self._start_pass()
-            start = self._cursor
-            stop = self._cursor = min(start + bs, n)
-            if self._pass is not None:
-                batch = [t[start:stop] for t in self._pass]
-            else:
-                idx = self._perm[start:stop]
-                batch = [t.index_select(0, idx) for t in self._leaves]
-            if transfer:
-                batch = [t.to(self.device, non_blocking=True) for t in batch]
-            yield rebuild(batch)[0]
+        try:
+            for _ in range(steps):
+                if self._cursor >= n:
+                    self._start_pass()
+                start = self._cursor
+                stop = self._cursor = min(start + bs, n)
+                if shard is not None:
+                    batch = self._share(start, stop)
+                elif self._pass is not None:
+                    batch = [t[start:stop] for t in self._pass]
+                else:
+                    idx = self._perm[start:stop]
+                    batch = [t.index_select(0, idx) for t in self._leaves]
+                if transfer:
+                    batch = [t.to(self.device, non_blocking=True) for t in batch]
+                yield rebuild(batch)[0]
+        finally:
+            if shard is not None:
+                shard.clear()
+
+    def _share(self, start, stop):
+        """This rank's part of the global batch ``[start, stop)`` (recorded on the shard as in flight)."""
+        lo, hi = self.shard.split(start, stop)
+        if lo == hi:  # an empty share: one sample, which the shard marks as counting for nothing
+            return [t[:1] for t in self._leaves]
+        if self._pass is self._leaves:  # not shuffled: the samples in their stored order
+            return [t[lo:hi] for t in self._leaves]
+        if self._pass is not None:  # the pass holds this rank's samples alone, batch after batch
+            offset = (start // self.batch_size) * self.shard.share(self.batch_size)[1]
+            return [t[offset:offset + hi - lo] for t in self._pass]
+        idx = self._perm[lo:hi]
+        return [t.index_select(0, idx) for t in self._leaves]
+
+    def gather_plan(self, steps):
+        """How ``predict``'s outputs of ``steps`` batches come together (see :func:`fitkit.distributed.
+        gather_predictions`): ``(positions, counts, kept)``: the place in the output of each rank's rows in
+        rank order, the rows each rank contributes, and which of this rank's rows are real samples."""
+        shard, bs = self.shard, self.batch_size
+        n = min(self.n, steps * bs)
+        positions = [type(shard)(r, shard.world).positions(n, bs) for r in range(shard.world)]
+        sizes = torch.full((n // bs,), bs, dtype=torch.long)
+        if n % bs:
+            sizes = torch.cat([sizes, torch.tensor([n % bs])])
+        base, extra = sizes // shard.world, sizes % shard.world
+        mine = base + (shard.rank < extra).long()
+        rows = mine.clamp_min(1)
+        kept = torch.repeat_interleave(mine > 0, rows).nonzero().reshape(-1)
+        return torch.cat(positions), [len(p) for p in positions], kept
 
 
 def unpack_x_y_sample_weight(data, what="x: got"):
@@ -329,16 +374,68 @@ def unpack_x_y_sample_weight(data, what="x: got"):
                      "(x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
 
 
+class ShardSampler(torch.utils.data.DistributedSampler):
+    """torch's ``DistributedSampler`` without its padding: rank ``r`` reads samples ``r, r + world, ...``
+    of the pass's order (the seed plus ``set_epoch``'s epoch, as torch draws it), each sample once.
+
+    With a per-rank batch of ``b`` the ranks' ``k``-th batches together are the ``k``-th global batch of
+    ``world * b`` samples in that order, as one process would read them; a rank left with fewer batches
+    runs empty shares at the end (:class:`LoaderLayout`) instead of reading repeated samples.
+    """
+
+    def __init__(self, dataset, num_replicas, rank, shuffle=True, seed=0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(len(self.dataset), generator=generator).tolist()
+        else:
+            indices = list(range(len(self.dataset)))
+        return iter(indices[self.rank::self.num_replicas])
+
+
+class LoaderLayout:
+    """The batches of a :class:`ShardSampler`'s loader on every rank: how many global steps a pass has
+    (rank 0's batches), and the sizes of this rank's share and of the whole global batch at each step."""
+
+    def __init__(self, n, world, rank, batch_size, drop_last=False):
+        self.n, self.world, self.batch_size, self.drop_last = n, world, batch_size, drop_last
+        self._q, self._s = divmod(n, world)
+        self.mine = self._q + (rank < self._s)  # this rank's samples per pass
+        first = self._q + (self._s > 0)
+        self.steps = first // batch_size if drop_last else math.ceil(first / batch_size)
+
+    def local(self, k):
+        size = min(self.batch_size, max(0, self.mine - k * self.batch_size))
+        return 0 if self.drop_last and size < self.batch_size else size
+
+    def total(self, k):
+        b, world = self.batch_size, self.world
+        if not self.drop_last:
+            return min(world * b, self.n - k * world * b)
+        return b * ((self._s if (self._q + 1) // b > k else 0) + ((world - self._s) if self._q // b > k else 0))
+
+
 class IterableSource:
     """Batches from a DataLoader, generator or any iterable, moved to the device one at a time.
 
     With ``steps`` set, the iterator is kept across epochs (an endless generator works); when a
     re-iterable (a DataLoader) runs out it starts again, when a one-shot generator runs out training
-    stops with a warning, as in Keras.
+    stops with a warning, as in Keras. With a ``layout`` (a loader sharded by :func:`shard_loader`) every
+    rank runs ``layout.steps`` batches a pass, the missing last ones as empty shares on ``shard``.
     """
 
-    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, keep_iterator=None):
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, keep_iterator=None, shard=None,
+                 layout=None):
         self.iterable = iterable
+        self.layout = layout
+        self.shard = shard if layout is not None else None
+        self._passes = 0     # passes started (a sharded loader's sampler draws pass i's order at set_epoch(i))
+        self._pass_step = 0  # batches of the current pass done
+        self._dummy = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
         self.class_weight = class_weight
@@ -357,12 +454,65 @@ class IterableSource:
         """Batches per epoch, or None when the iterable does not say."""
         if self.steps is not None:
             return self.steps
+        if self.layout is not None:
+            return self.layout.steps
         try:
             return len(self.iterable)
         except TypeError:
             return None
 
+    def _next_shard_batch(self):
+        """The next batch of a sharded loader, the pass kept in step with every rank (see the class)."""
+        layout = self.layout
+        if self._iterator is not None and self._pass_step >= layout.steps:  # the pass is over on every rank
+            self._iterator = None
+            if self.steps is None:
+                raise StopIteration
+        if self._iterator is None:
+            sampler = self.iterable.sampler
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self._passes)
+            self._passes += 1
+            self._pass_step = 0
+            self._iterator = iter(self.iterable)
+        k = self._pass_step
+        self._pass_step += 1
+        self.shard.local, self.shard.total = layout.local(k), layout.total(k)
+        try:
+            return next(self._iterator)
+        except StopIteration:  # this rank's part ran out before the pass: an empty share
+            self.shard.local = 0
+            if self._dummy is None:
+                self._dummy = self.iterable.collate_fn([self.iterable.dataset[0]])
+            return self._dummy
+
+    def state_dict(self):
+        """Where a sharded loader is: the pass whose order the current (or next) epoch reads."""
+        if self.layout is None:
+            return None
+        midway = self._iterator is not None and 0 < self._pass_step < self.layout.steps
+        return {"passes": self._passes - 1 if midway else self._passes}
+
+    def load_state_dict(self, state):
+        if self.layout is not None and state:
+            self._passes = state["passes"]
+            self._iterator = None
+
+    def gather_plan(self, steps):
+        """As :meth:`ArraySource.gather_plan`, for a sharded loader: rank ``r`` read samples ``r, r + world, ...``."""
+        layout, world = self.layout, self.shard.world
+        steps = min(steps, layout.steps)
+        positions = []
+        for r in range(world):
+            other = LoaderLayout(layout.n, world, r, layout.batch_size, layout.drop_last)
+            count = sum(other.local(k) for k in range(steps))
+            positions.append(torch.arange(count) * world + r)
+        mine = positions[self.shard.rank].numel()
+        return torch.cat(positions), [len(p) for p in positions], torch.arange(mine)
+
     def _next_batch(self):
+        if self.layout is not None:
+            return self._next_shard_batch()
         if self._iterator is None:
             if self.exhausted and self.one_shot:
                 raise StopIteration
@@ -385,6 +535,13 @@ class IterableSource:
             self._iterator = None
         step = 0
         limit = self.steps
+        try:
+            yield from self._batches(skip, step, limit)
+        finally:
+            if self.shard is not None:
+                self.shard.clear()
+
+    def _batches(self, skip, step, limit):
         while limit is None or step < limit:
             try:
                 raw = self._next_batch()
@@ -422,9 +579,47 @@ def _in_memory(x, y, sample_weight):
     return x, y, sample_weight
 
 
+def _shardable(loader):
+    """Whether a DataLoader reads a map-style dataset through torch's own samplers, which fitkit may swap for
+    a :class:`ShardSampler` (a sampler or batch sampler of the user's own is used as it is)."""
+    sampler = loader.sampler
+    plain = isinstance(sampler, torch.utils.data.SequentialSampler) or (
+        type(sampler) is torch.utils.data.RandomSampler and not sampler.replacement
+        and sampler.num_samples == len(loader.dataset))
+    return plain and _is_dataset(loader.dataset) and loader.batch_size is not None \
+        and type(loader.batch_sampler) is torch.utils.data.BatchSampler
+
+
+def shard_loader(dataset, loader, batch_size, shuffle, generator, shard):
+    """``(loader, layout)``: the dataset read through a :class:`ShardSampler` with this rank's part of the
+    global ``batch_size``, keeping every other setting of the user's ``loader`` (when there is one).
+
+    The sampler's seed is drawn from the model's generator, the same on every rank.
+    """
+    world = shard.world
+    per_rank = max(1, batch_size // world)
+    if per_rank * world != batch_size:
+        warnings.warn(f"batch_size: the global batch of {batch_size} does not split over {world} processes; each "
+                      f"reads {per_rank} samples a step (a global batch of {per_rank * world}). Give a multiple of "
+                      f"{world} to keep {batch_size}.", UserWarning, stacklevel=4)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if shuffle and generator is not None \
+        else 0
+    sampler = ShardSampler(dataset, world, shard.rank, shuffle=shuffle, seed=seed)
+    settings = {}
+    if loader is not None:
+        names = ("num_workers", "collate_fn", "pin_memory", "drop_last", "timeout", "worker_init_fn",
+                 "multiprocessing_context", "generator", "persistent_workers", "pin_memory_device", "in_order")
+        settings = {name: getattr(loader, name) for name in names if hasattr(loader, name)}
+        if loader.num_workers > 0:
+            settings["prefetch_factor"] = loader.prefetch_factor
+    sharded = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler, **settings)
+    layout = LoaderLayout(len(dataset), world, shard.rank, per_rank, bool(settings.get("drop_last", False)))
+    return sharded, layout
+
+
 def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
-           steps=None, class_weight=None, role="x"):
-    """A batch source for any x form fit/evaluate/predict accept.
+           steps=None, class_weight=None, role="x", shard=None):
+    """A batch source for any x form fit/evaluate/predict accept; with ``shard``, this rank's part of it.
 
     >>> src = source(np.zeros((10, 3)), np.zeros(10), batch_size=4)
     >>> [tuple(b[0].shape) for b in src.epoch()]
@@ -446,13 +641,16 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
                 raise ValueError("class_weight: given without y; class weights are looked up from the targets")
             sw = apply_class_weight(y, sw, table)
         return ArraySource(x, y, sw, batch_size=batch_size or 32, shuffle=shuffle, generator=generator,
-                           device=device, steps=steps)
+                           device=device, steps=steps, shard=shard)
     if y is not None:
         raise ValueError(f"y: got a value together with x of type {type(x).__name__}; a Dataset, DataLoader "
                          "or generator yields its own targets, so y must be None")
     if sample_weight is not None:
         raise ValueError(f"sample_weight: not supported with x of type {type(x).__name__}; yield "
                          "(x, y, sample_weight) from the data instead")
+    if _is_dataset(x) and shard is not None:
+        loader, layout = shard_loader(x, None, batch_size or 32, shuffle, generator, shard)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table, shard=shard, layout=layout)
     if _is_dataset(x):
         loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
                                              generator=generator if shuffle else None)
@@ -465,6 +663,10 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
         if isinstance(x, (str, bytes)):
             raise TypeError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
                             "or an iterable of batches")
+        if shard is not None and isinstance(x, torch.utils.data.DataLoader) and _shardable(x):
+            shuffled = isinstance(x.sampler, torch.utils.data.RandomSampler)
+            loader, layout = shard_loader(x.dataset, x, x.batch_size, shuffled, generator, shard)
+            return IterableSource(loader, device=device, steps=steps, class_weight=table, shard=shard, layout=layout)
         return IterableSource(x, device=device, steps=steps, class_weight=table)
     raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
                     "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")
@@ -505,7 +707,7 @@ def _validation_triple(validation_data):
 
 def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class_weight=None, steps_per_epoch=None,
           validation_split=0.0, validation_data=None, validation_batch_size=None, validation_steps=None,
-          generator=None, device=None):
+          generator=None, device=None, shard=None):
     """fit's data: ``(train, validation)`` batch sources (validation None when there is none).
 
     ``validation_data`` wins over ``validation_split``, which takes the last samples before shuffling.
@@ -521,8 +723,8 @@ def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class
     else:
         val = None
     train = source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device,
-                   steps=steps_per_epoch, class_weight=class_weight)
+                   steps=steps_per_epoch, class_weight=class_weight, shard=shard)
     if val is not None:
         val = source(*val, batch_size=validation_batch_size or batch_size, device=device, steps=validation_steps,
-                     role="validation_data")
+                     role="validation_data", shard=shard)
     return train, val

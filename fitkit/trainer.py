@@ -16,24 +16,26 @@ import warnings
 
 import torch
 
-from . import data, preflight
+from . import data, distributed, preflight
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
 from .compiled import require
 from .history import History
 from .interrupt import GracefulInterrupt
-from .logs import LazyLogs, evaluate_result, materialize
+from .logs import LazyLogs, evaluate_result
 
 _VERBOSE = (0, 1, 2, "auto")
 
 
 # ----------------------------------------------------------------------------------------- checks
 
-def _check_verbose(verbose):
+def _check_verbose(verbose, model=None):
     if verbose not in _VERBOSE or isinstance(verbose, bool):
         raise ValueError(f"verbose: got {verbose!r}; expected 0 (silent), 1 (progress bar), 2 (one line per "
                          "epoch) or 'auto'")
+    if not distributed.is_writer(model):
+        return 0  # more than one process: rank 0 alone prints
     return 1 if verbose == "auto" else verbose
 
 
@@ -99,7 +101,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         validation_freq=1, max_epochs=1000, time_budget=None):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     compiled = require(model, "fit")
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     user_callbacks = _as_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
@@ -109,10 +111,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                     validation_freq, steps_per_epoch, validation_steps, validation_batch_size, user_callbacks,
                     shuffle, time_budget)
     state = model.training_state
+    distributed.sync_generator(model, state.generator)  # every rank draws the same data order
     train, val = data.adapt(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight,
                             steps_per_epoch=steps_per_epoch, validation_split=validation_split,
                             validation_data=validation_data, validation_batch_size=validation_batch_size,
-                            validation_steps=validation_steps, generator=state.generator, device=compiled.device)
+                            validation_steps=validation_steps, generator=state.generator, device=compiled.device,
+                            shard=compiled.shard)
     preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
     if auto:
         epochs = initial_epoch + max_epochs
@@ -128,7 +132,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     state.source = train
     logs, started = {}, time.perf_counter()
     try:
-        with GracefulInterrupt() as interrupt:
+        # More than one process: Ctrl-C reaches the ranks at different steps, so it keeps its usual meaning.
+        with GracefulInterrupt(enabled=compiled.shard is None) as interrupt:
             cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
@@ -169,14 +174,16 @@ def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None):
 
 
 def _should_stop(model, train, started, epochs_done, time_budget):
-    """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will."""
+    """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will.
+
+    More than one process: every rank ends together (rank 0's clock decides the time budget)."""
     if getattr(train, "exhausted", False):
         model.stop_training = True
         model.stop_reason = model.stop_reason or "data_exhausted"
-    if time_budget is not None and _out_of_time(started, epochs_done, time_budget):
+    if time_budget is not None and distributed.is_writer(model) and _out_of_time(started, epochs_done, time_budget):
         model.stop_training = True
         model.stop_reason = model.stop_reason or "time_budget"
-    return model.stop_training
+    return distributed.agree_to_stop(model)
 
 
 def _auto_validation_split(x, validation_data, validation_split):
@@ -221,6 +228,9 @@ def train_epoch(model, train, cbs, interrupt=None):
     begin = cbs.on_train_batch_begin if cbs.has("on_train_batch_begin") else None
     end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
     per_step = compiled.scheduler is not None and compiled.scheduler_interval == "step"
+    # More than one process: every rank runs every batch (DDP's all-reduce waits for all); a stop asked
+    # by a batch hook takes effect at the epoch's end, where the ranks agree on it.
+    alone = compiled.shard is None
     logs = None
     skip = state.step
     for step, batch in enumerate(train.epoch(skip=skip), start=skip):
@@ -233,11 +243,11 @@ def train_epoch(model, train, cbs, interrupt=None):
         if end:
             end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
         # As Keras: a batch hook (TerminateOnNaN) may stop the epoch; validation and on_epoch_end still run.
-        if model.stop_training or (interrupt is not None and interrupt.requested):
+        if (model.stop_training and alone) or (interrupt is not None and interrupt.requested):
             break
     if interrupt is None or not interrupt.requested:
         state.step = 0  # the epoch is over (Ctrl-C leaves it unfinished, for a backup to record)
-    epoch_logs = materialize(logs)
+    epoch_logs = distributed.reduce_logs(model, logs)  # summed over the ranks first, when there are several
     epoch_logs["learning_rate"] = model.learning_rate
     return epoch_logs
 
@@ -275,7 +285,7 @@ def evaluate_epoch(model, source, cbs):
             logs = model.test_step(batch)
             if end:
                 end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
-    logs = materialize(logs)
+    logs = distributed.reduce_logs(model, logs)
     cbs.on_test_end(logs)
     return logs
 
@@ -284,12 +294,13 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
              callbacks=None, return_dict=False):
     """Loss and metrics of ``model`` on the data; see :meth:`fitkit.Model.evaluate`."""
     compiled = require(model, "evaluate")
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
-    source = data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device, steps=steps)
+    source = data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device, steps=steps,
+                         shard=compiled.shard)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     logs = evaluate_epoch(model, source, cbs)
@@ -311,13 +322,14 @@ def _concat(outputs):
 
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     """Outputs of ``model`` for every batch of ``x``; see :meth:`fitkit.Model.predict`."""
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected inputs to predict on")
     numpy_out = data.is_numpy_input(x)
-    source = data.source(x, batch_size=batch_size, device=model.device, steps=steps)
+    source = data.source(x, batch_size=batch_size, device=model.device, steps=steps,
+                         shard=distributed.shard_of(model))
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
@@ -337,7 +349,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     model._input_example = source.example
     if not outputs:
         raise ValueError("x: predict got no batches from the data; expected at least one sample")
-    result = _concat(outputs)
+    result = distributed.gather_predictions(model, source, _concat(outputs), len(outputs))  # every rank's, in order
     if numpy_out:
         result = data.map_structure(lambda t: t.numpy(), result)
     return result
