@@ -4,6 +4,7 @@ TensorBoard event files through ``torch.utils.tensorboard``; needs the ``tensorb
 import os
 import warnings
 
+from .. import distributed
 from ..optimizers import current_lr
 from .base import Callback
 
@@ -29,6 +30,7 @@ class TensorBoard(Callback):
     (reading batch logs syncs the device, so only then); ``histogram_freq=N`` writes a histogram of
     every parameter every N epochs; ``write_graph=True`` traces the model on the first training
     batch's input and writes the graph (a model that cannot be traced gets a warning, not an error).
+    Under torchrun rank 0 alone writes (the epoch logs are the same on every rank, batch logs are rank 0's).
 
     >>> tb = TensorBoard(log_dir="logs/run1")  # doctest: +SKIP
     """
@@ -66,7 +68,12 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs=None):
         self._global_train_batch = 0
-        if self.write_graph and self._graph_hook is None:
+        if self.write_graph and distributed.is_sharded(self.model):
+            # Tracing runs a forward on rank 0 alone, and a sharded model's forward needs every rank.
+            warnings.warn("TensorBoard cannot write the graph of a model sharded with FSDP; write_graph is "
+                          "ignored.", stacklevel=2)
+            self.write_graph = False
+        if self.write_graph and self._graph_hook is None and distributed.is_writer(self.model):
             self._graph_hook = self.model.register_forward_pre_hook(self._write_graph)
 
     def _write_graph(self, module, args):
@@ -82,7 +89,8 @@ class TensorBoard(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._global_train_batch += 1
-        if self.update_freq == "epoch" or self._global_train_batch % self.update_freq:
+        if self.update_freq == "epoch" or self._global_train_batch % self.update_freq \
+                or not distributed.is_writer(self.model):
             return
         writer = self._writer("train")
         for name, value in dict(logs or {}).items():
@@ -90,7 +98,7 @@ class TensorBoard(Callback):
 
     def on_test_end(self, logs=None):
         # Keras writes the evaluation values against the training step count as well.
-        if not logs or getattr(self.model, "optimizer", None) is None:
+        if not logs or getattr(self.model, "optimizer", None) is None or not distributed.is_writer(self.model):
             return
         writer = self._writer("val")
         for name, value in dict(logs).items():
@@ -98,6 +106,15 @@ class TensorBoard(Callback):
         writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        writing = distributed.is_writer(self.model)
+        if self.histogram_freq and epoch % self.histogram_freq == 0 and distributed.is_sharded(self.model):
+            # Whole parameters of a sharded model are gathered from every rank (a collective): all take part.
+            histograms = [(name, distributed.full_tensors(param.detach()))
+                          for name, param in self.model.named_parameters()]
+        else:
+            histograms = [(name, param.detach()) for name, param in self.model.named_parameters()]
+        if not writing:
+            return
         logs = dict(logs or {})
         train = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
@@ -114,8 +131,8 @@ class TensorBoard(Callback):
                 writer.add_scalar(f"epoch_{name}", float(value), epoch)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             writer = self._writer("train")
-            for name, param in self.model.named_parameters():
-                writer.add_histogram(f"{name}/histogram", param.detach(), epoch)
+            for name, param in histograms:
+                writer.add_histogram(f"{name}/histogram", param, epoch)
         for writer in self._writers.values():
             writer.flush()
 
