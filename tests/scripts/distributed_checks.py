@@ -1,0 +1,205 @@
+"""The scenarios of tests/test_distributed.py: run under torchrun, or alone as the single-process reference.
+
+Under ``torchrun --nproc_per_node=2 distributed_checks.py OUT [STRATEGY ...]`` each rank runs every
+scenario for each strategy ("ddp", "fsdp") and writes what it saw to ``OUT/rank<r>.json``; files the
+scenarios save go under ``OUT/<strategy>/``. The test imports :func:`scenarios` and runs them in its own
+process (``distribute=None``) for the numbers one process gives, then compares.
+
+Every scenario builds its model and data from fixed seeds, so each rank and the reference start alike.
+"""
+
+import builtins
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import fitkit  # noqa: E402
+from fitkit.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint  # noqa: E402
+
+
+class Net(fitkit.Model):
+    """5 -> 8 -> 1, with plain constructor arguments (model.save stores it by import path)."""
+
+    def __init__(self, d_in=5, hidden=8):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def binary_data(n, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[:, 0] + 0.7 * rng.normal(size=n) > 0).astype(np.float32)
+    return x, y
+
+
+def _model(distribute, optimizer="adam"):
+    fitkit.set_seed(0)
+    model = Net()
+    model.compile(optimizer=optimizer, loss=fitkit.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=["accuracy", "auc", "precision"], distribute=distribute)
+    return model
+
+
+def _weights(model):
+    return [w.reshape(-1).tolist() for w in model.get_weights()]
+
+
+def _count_forward(model):
+    """The samples each training-mode forward of this rank saw (a hook on the model itself)."""
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(int(args[0].shape[0])) if module.training
+                                    else None)
+    return seen
+
+
+def arrays(distribute):
+    """Shuffled arrays, a validation split, an uneven last batch of each, sample weights, EarlyStopping,
+    then evaluate and predict. 52 samples: 41 to train in batches of 8 (the last of one sample: rank 1's
+    share is empty), 11 to validate (the last batch of 3 splits 2 + 1)."""
+    x, y = binary_data(52)
+    weights = np.linspace(0.5, 1.5, 52).astype(np.float32)
+    model = _model(distribute)
+    stop = EarlyStopping(monitor="val_loss", min_delta=10.0, patience=2)  # never improves by 10: stops at epoch 2
+    history = model.fit(x, y, sample_weight=weights, batch_size=8, epochs=6, validation_split=0.2, shuffle=True,
+                        callbacks=[stop], verbose=0)
+    evaluated = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    predicted = model.predict(x[:13], batch_size=4, verbose=0)  # the last batch of 1: an empty share again
+    return {"history": history.history, "epochs": history.epoch, "stopped_epoch": stop.stopped_epoch,
+            "stop_reason": history.stop_reason, "weights": _weights(model), "evaluate": evaluated,
+            "predict": predicted.reshape(-1).tolist(), "predict_shape": list(predicted.shape),
+            "device": str(model.device)}
+
+
+def halves(distribute):
+    """64 samples in batches of 16: each rank's forward sees 8 of every batch, 32 of every epoch."""
+    x, y = binary_data(64, seed=1)
+    model = _model(distribute, optimizer="sgd")
+    seen = _count_forward(model)
+    seen.clear()  # (compile ran no forward; the hook counts from here)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=True, verbose=0)
+    train_steps = [n for n in seen]
+    return {"forward_sizes": train_steps, "weights": _weights(model)}
+
+
+class Recorded(torch.utils.data.Dataset):
+    """A dataset that remembers which samples were read (by this process)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = torch.as_tensor(x), torch.as_tensor(y)
+        self.read = []
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.read.append(int(i))
+        return self.x[i], self.y[i]
+
+
+def loader(distribute):
+    """A user's DataLoader (33 samples, batch 8, not shuffled: rank 1's share of the last batch is empty),
+    with a validation DataLoader; then a shuffled one whose order changes each epoch."""
+    x, y = binary_data(33, seed=2)
+    xv, yv = binary_data(13, seed=3)
+    model = _model(distribute)
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.as_tensor(x), torch.as_tensor(y)),
+                                        batch_size=8)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.as_tensor(xv), torch.as_tensor(yv)),
+                                      batch_size=8)
+    history = model.fit(train, epochs=3, validation_data=val, verbose=0)
+    weights = _weights(model)
+    shuffled = Recorded(*binary_data(32, seed=4))
+    model.fit(torch.utils.data.DataLoader(shuffled, batch_size=8, shuffle=True), epochs=2, verbose=0)
+    return {"history": history.history, "weights": weights, "read": shuffled.read}
+
+
+class Spy:
+    """Records every attempt of this process to write a file or make a folder."""
+
+    def __init__(self):
+        self.writes = []
+        self._saved = {}
+
+    def __enter__(self):
+        def wrap(owner, name, check):
+            original = getattr(owner, name)
+            self._saved[(owner, name)] = original
+
+            def spy(*args, **kwargs):
+                if check(*args, **kwargs):
+                    self.writes.append(f"{name} {args[1] if name == 'save' else args[0]}")
+                return original(*args, **kwargs)
+            setattr(owner, name, spy)
+
+        wrap(builtins, "open", lambda f, mode="r", *a, **k: any(c in mode for c in "wax+"))
+        for name in ("replace", "rename", "makedirs", "mkdir", "remove"):
+            wrap(os, name, lambda *a, **k: True)
+        wrap(torch, "save", lambda *a, **k: True)
+        return self
+
+    def __exit__(self, *exc):
+        for (owner, name), original in self._saved.items():
+            setattr(owner, name, original)
+        return False
+
+
+def files(distribute, out):
+    """ModelCheckpoint, CSVLogger, model.save and save_weights: rank 0 writes, every rank finds the files."""
+    x, y = binary_data(40, seed=5)
+    folder = os.path.join(out, str(distribute))
+    model = _model(distribute)
+    with Spy() as spy:
+        model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0,
+                  callbacks=[ModelCheckpoint(os.path.join(folder, "ckpt", "{epoch:02d}.pt")),
+                             CSVLogger(os.path.join(folder, "log.csv"))])
+        model.save(os.path.join(folder, "model.pt"))
+        model.save_weights(os.path.join(folder, "weights.pt"))
+    names = ["ckpt/01.pt", "ckpt/02.pt", "log.csv", "model.pt", "weights.pt"]
+    found = {name: os.path.exists(os.path.join(folder, name)) for name in names}
+    # Every rank loads the file rank 0 wrote back into its (sharded) model.
+    before = _weights(model)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    model.load_weights(os.path.join(folder, "weights.pt"))
+    text = []
+    model.summary(print_fn=text.append)
+    return {"writes": spy.writes, "found": found, "reloaded_equal": _weights(model) == before,
+            "state_keys": list(model.state_dict()), "summary": text[0], "weights": before}
+
+
+SCENARIOS = {"arrays": arrays, "halves": halves, "loader": loader, "files": files}
+
+
+def scenarios(distribute, out, only=None):
+    """Every scenario's results for one ``distribute`` setting (None: the single-process reference)."""
+    results = {}
+    for name, run in SCENARIOS.items():
+        if only and name not in only:
+            continue
+        results[name] = run(distribute, out) if name == "files" else run(distribute)
+    return results
+
+
+def main():
+    out = sys.argv[1]
+    strategies = sys.argv[2].split(",") if len(sys.argv) > 2 else ["ddp", "fsdp"]
+    only = sys.argv[3].split(",") if len(sys.argv) > 3 else None
+    rank = int(os.environ["RANK"])
+    report = {"world": int(os.environ["WORLD_SIZE"]), "rank": rank}
+    for strategy in strategies:
+        report[strategy] = scenarios(strategy, out, only)
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main()
