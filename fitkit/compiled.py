@@ -539,7 +539,13 @@ class CompiledState:
 
     def update_loss(self, total, parts, batch_size):
         """Add a batch's loss (and the unweighted loss of each output, when there are several)."""
-        counted = self.shard is None or self.shard.local != 0  # a rank's empty share adds nothing
+        shard = self.shard
+        counted = shard is None or shard.local != 0  # a rank's empty share adds nothing
+        if counted and shard is not None and shard.sum_reduction and shard.total:
+            # A loss summed over samples is the global batch's sum once added up over the ranks: each
+            # rank's share of the logged mean is its sum times total / local.
+            total = total * (shard.total / shard.local)
+            parts = {name: value * (shard.total / shard.local) for name, value in parts.items()}
         if counted:
             self.tracker.update(total, batch_size)
         for name, value in parts.items():
@@ -641,10 +647,11 @@ def resolve_device(device, model):
     """Where to train: ``device`` when given, else where the model was placed, else CUDA, MPS, the CPU."""
     if device is not None:
         try:
-            return torch.device(device)
+            device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device: got {device!r}; expected a torch device such as 'cpu', 'cuda', "
                              f"'cuda:1' or 'mps' ({exc})") from None
+        return distributed.cuda_device() if device.type == "cuda" and device.index is None else device
     placed = {t.device for t in list(model.parameters()) + list(model.buffers())}
     non_cpu = [d for d in placed if d.type != "cpu"]
     if non_cpu:
@@ -695,18 +702,14 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
                          "before compile")
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
-    if strategy == "fsdp" and hasattr(scheduler, "step") and getattr(scheduler, "optimizer", None) is not optimizer:
-        raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to compile (or "
-                         f"a function optimizer -> scheduler); got {type(scheduler).__name__} on another optimizer")
-    # FSDP2 replaces the parameters: an optimizer already built on them is rebuilt on the shards.
-    rebuild = checkpoint.describe_optimizer(optimizer, model.named_parameters()) \
+    # FSDP2 replaces the parameters: an optimizer already built on them is moved onto the shards (by name).
+    moving = checkpoint.describe_optimizer(optimizer, model.named_parameters()) \
         if strategy == "fsdp" and isinstance(optimizer, torch.optim.Optimizer) \
         and not distributed.is_sharded(model) else None
     wrapper, shard, unsharded = distributed.prepare(model, strategy, target, policy, sum_reduction=_sums(loss_container))
-    if rebuild is not None:
-        opt = _rebuilt(model, optimizer, rebuild, scheduler)
-    else:
-        opt = optimizers.get(optimizer, model.parameters(), device=target)
+    if moving is not None:
+        distributed.move_optimizer(model, optimizer, moving["param_names"], moving["state"])
+    opt = optimizers.get(optimizer, model.parameters(), device=target)
     sched = scheduler(opt) if callable(scheduler) and not hasattr(scheduler, "step") else scheduler
     if sched is not None and (not hasattr(sched, "step") or getattr(sched, "optimizer", opt) is not opt):
         raise ValueError("scheduler: expected a torch LR scheduler built on the same optimizer given to "
@@ -735,14 +738,3 @@ def _sums(loss):
     found = [l for l in found if l is not None]
     return bool(found) and all(getattr(l, "torch_reduction", None) == "sum" or getattr(l, "reduction", None) == "sum"
                                for l in found)
-
-
-def _rebuilt(model, optimizer, described, scheduler):
-    """``optimizer`` rebuilt on the sharded parameters (same class, groups, hyperparameters and state);
-    a scheduler built on it follows."""
-    rebuilt = checkpoint.build_optimizer(described, model.named_parameters())
-    distributed.load_optimizer_state(model, rebuilt, described["state"])
-    if hasattr(scheduler, "step") and getattr(scheduler, "optimizer", None) is optimizer:
-        checkpoint._attach_scheduler(scheduler, rebuilt)  # the same re-pointing load_model does
-    distributed.warn_rebuilt_optimizer(optimizer)
-    return rebuilt

@@ -27,7 +27,6 @@ is sharded, never at ``import fitkit``.
 import atexit
 import contextlib
 import os
-import warnings
 
 import torch
 import torch.distributed as dist
@@ -82,9 +81,14 @@ def local_rank():
 
 def cuda_device():
     """The CUDA device of this process: ``cuda:LOCAL_RANK`` under torchrun, else the current one."""
-    if launched():
-        return torch.device("cuda", local_rank() % max(1, torch.cuda.device_count()))
-    return torch.device("cuda")
+    if not launched():
+        return torch.device("cuda")
+    count = torch.cuda.device_count()
+    if local_rank() >= count:
+        raise ValueError(f"device: this process is local rank {local_rank()} of torchrun, but the machine has {count} "
+                         f"CUDA device(s); expected one device per process: launch at most "
+                         f"--nproc_per_node={count}, or train on the CPU with compile(device='cpu')")
+    return torch.device("cuda", local_rank())
 
 
 def resolve(distribute):
@@ -285,7 +289,7 @@ def _fully_shard(model, policy):
 
         def policy(module):
             return id(module) in chosen
-    for name, module in reversed(list(model.named_modules())):
+    for module in reversed(list(model.modules())):
         if module is not model and policy(module):
             fully_shard(module)
     fully_shard(model)
@@ -363,11 +367,6 @@ def loss_for_backward(model, loss):
         return loss * 0.0
     scale = shard.world if shard.sum_reduction else shard.local * shard.world / shard.total
     return loss if scale == 1.0 else loss * scale
-
-
-def counts(shard):
-    """Whether the batch in flight adds to the epoch's sums (an empty share does not)."""
-    return shard is None or shard.local != 0
 
 
 # ----------------------------------------------------------------------------------------- reductions
@@ -500,11 +499,6 @@ def sync_generator(model, generator):
     generator.set_state(state.cpu())
 
 
-def draw_seed(generator):
-    """A sampler seed from the model's generator (the same on every rank after :func:`sync_generator`)."""
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
-
-
 # ----------------------------------------------------------------------------------------- predict
 
 def gather_predictions(model, source, result, steps):
@@ -606,7 +600,13 @@ def full_tensors(value):
     return value
 
 
-def warn_rebuilt_optimizer(optimizer):
-    warnings.warn(f"compile(distribute='fsdp'): fully_shard replaced the model's parameters, so the "
-                  f"{type(optimizer).__name__} given to compile was rebuilt on the sharded ones; use model.optimizer "
-                  "from here on.", UserWarning, stacklevel=4)
+def move_optimizer(model, optimizer, param_names, state):
+    """Point a torch optimizer built before FSDP2 sharded the model at the sharded parameters (found by
+    name), and put back its ``state`` (``state_dict()`` from before) on the shards. The user's optimizer,
+    and a scheduler built on it, stay the objects they hold."""
+    params = dict(model.named_parameters())
+    for group, names in zip(optimizer.param_groups, param_names):
+        group["params"] = [params[name] for name in names]
+    optimizer.state.clear()
+    if state.get("state"):
+        load_optimizer_state(model, optimizer, state)

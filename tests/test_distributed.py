@@ -1,10 +1,10 @@
 """More than one process (fitkit.distributed): the same fit script under torchrun, DDP and FSDP2.
 
-The launches are shared: one ``torchrun --nproc_per_node=2`` runs every scenario of
-``scripts/distributed_checks.py`` with DDP and then with FSDP2 (gloo, on the CPU), each rank writing
-what it saw to a JSON file; this process runs the same scenarios alone for the single-process numbers.
-Then one elastic launch (a rank SIGKILLed, torchrun restarting the job) and one two-node launch (two
-torchrun agents over a loopback rendezvous). The rest checks the arithmetic of the sharding in this
+The launches are shared and run side by side: one ``torchrun --nproc_per_node=2`` runs every scenario
+of ``scripts/distributed_checks.py`` with DDP and then with FSDP2 (gloo, on the CPU), each rank writing
+what it saw to a JSON file; one elastic launch (a rank SIGKILLed, torchrun restarting the job); one
+two-node launch (two torchrun agents over a loopback rendezvous). Meanwhile this process runs the same
+scenarios alone for the single-process numbers. The rest checks the arithmetic of the sharding in this
 process, without a process group.
 """
 
@@ -37,7 +37,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _torchrun(*args, timeout=240):
+def _torchrun(*args):
     """``python -m torch.distributed.run ARGS``: started, not waited for."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -83,19 +83,59 @@ def _close(got, want, what):
 
 # ----------------------------------------------------------------------------------------- launches
 
+class Launches:
+    """Every torchrun launch of this module, started together; each waited for when a test needs it."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.outs = {name: folder / name for name in ("two_ranks", "elastic", "two_nodes")}
+        for out in self.outs.values():
+            out.mkdir()
+        self.procs = {
+            "two_ranks": [_torchrun("--nproc_per_node=2", "--rdzv-backend=c10d",
+                                    f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+                                    os.path.join(SCRIPTS, "distributed_checks.py"), self.outs["two_ranks"],
+                                    "ddp,fsdp")],
+            "elastic": [_torchrun("--nproc_per_node=2", "--max-restarts=1", "--rdzv-backend=c10d",
+                                  f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+                                  os.path.join(SCRIPTS, "distributed_resume.py"), self.outs["elastic"], 1)],
+        }
+        endpoint = f"127.0.0.1:{_free_port()}"
+        self.procs["two_nodes"] = [_torchrun("--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                                             f"--rdzv-endpoint={endpoint}", "--rdzv-id=fitkit-two-nodes",
+                                             os.path.join(SCRIPTS, "distributed_checks.py"), self.outs["two_nodes"],
+                                             "ddp", "arrays") for _ in range(2)]
+        self.logs = {}
+
+    def result(self, name):
+        """``(ranks' JSON results, output folder, log)`` of a launch, once it has finished."""
+        if name not in self.logs:
+            self.logs[name] = "".join(_finish(proc) for proc in self.procs[name])
+        return _ranks(self.outs[name]), self.outs[name], self.logs[name]
+
+
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory):
+def launches(tmp_path_factory):
+    runs = Launches(tmp_path_factory.mktemp("launches"))
+    yield runs
+    for procs in runs.procs.values():
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def launched(launches):
     """Both ranks' results of every scenario, for "ddp" and "fsdp", from one torchrun of two processes."""
-    out = tmp_path_factory.mktemp("two_ranks")
-    proc = _torchrun("--nproc_per_node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
-                     os.path.join(SCRIPTS, "distributed_checks.py"), out, "ddp,fsdp")
-    _finish(proc)
-    return _ranks(out), out
+    ranks, out, _ = launches.result("two_ranks")
+    return ranks, out
 
 
 @pytest.fixture(scope="module")
-def alone(tmp_path_factory):
-    """The same scenarios in this process: what one process gives with the same global batch_size."""
+def alone(launches, tmp_path_factory):
+    """The same scenarios in this process (while the launches run): what one process gives with the same
+    global batch_size."""
     return checks.scenarios(None, str(tmp_path_factory.mktemp("alone")))
 
 
@@ -118,12 +158,36 @@ def test_two_ranks_match_one_process(launched, alone, strategy):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_several_outputs_and_epochs_auto_match_one_process(launched, alone, strategy):
+    """Named outputs (per-output losses and metrics, empty shares of structured batches, a dict from
+    predict); epochs="auto" (its EarlyStopping restoring the best weights) and diagnose()'s words."""
+    ranks, _ = launched
+    assert set(alone["outputs"]["history"]) >= {"loss", "score_loss", "kind_loss", "val_kind_accuracy"}
+    assert alone["auto"]["diagnosis"]
+    for rank in ranks:
+        for name in ("outputs", "auto", "summed"):  # summed: a loss with reduction="sum", uneven shares
+            _close(rank[strategy][name], alone[name], f"{strategy} {name}")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_each_rank_forward_sees_half_of_each_batch(launched, alone, strategy):
+    """Also: the user's own torch optimizer and scheduler (FSDP2 moves the optimizer onto the shards)."""
     ranks, _ = launched
     assert alone["halves"]["forward_sizes"] == [16] * 8
+    assert alone["halves"]["history"]["learning_rate"] == [0.1, 0.05]
     for rank in ranks:
         assert rank[strategy]["halves"]["forward_sizes"] == [8] * 8  # 2 epochs of 4 batches of 16
         _close(rank[strategy]["halves"]["weights"], alone["halves"]["weights"], f"{strategy} weights")
+        _close(rank[strategy]["halves"]["history"], alone["halves"]["history"], f"{strategy} history")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_time_budget_stops_every_rank_after_the_same_epoch(launched, strategy):
+    """Only rank 0 is slow (0.3 s an epoch, 1 s budget): its clock decides for both."""
+    ranks, _ = launched
+    zero, one = (rank[strategy]["budget"] for rank in ranks)
+    assert zero == one
+    assert zero["stop_reason"] == "time_budget" and 1 <= len(zero["epochs"]) <= 3
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -157,6 +221,8 @@ def test_rank_zero_alone_writes_and_every_rank_finds_the_files(launched, strateg
         assert "Total params: 57" in rank["summary"]  # whole parameters, not a rank's shards
     with open(os.path.join(out, strategy, "log.csv"), newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    if strategy == "fsdp":  # the default policy shards each child with parameters, then the model
+        assert zero["sharded"] == [["", "fc1", "fc2"], [""]]  # and fsdp_policy=lambda m: False only the model
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -174,31 +240,33 @@ def test_saved_files_load_in_one_process(launched, strategy):
     model.fit(*checks.binary_data(16), epochs=3, initial_epoch=2, verbose=0)  # and it trains on, alone
 
 
-def test_elastic_restart_after_a_rank_is_killed(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_backup_and_restore_resumes_mid_epoch_on_every_rank(launched, alone, strategy):
+    """Rank 0 writes the backup (the epoch's running sums over both ranks, a sharded model's state whole);
+    every rank restores it and the resumed fit ends where one process's resumed fit ends."""
+    ranks, _ = launched
+    assert alone["resumed"]["backup_at"] == [1, 3]
+    for rank in ranks:
+        _close(rank[strategy]["resumed"], alone["resumed"], f"{strategy} resumed")
+
+
+def test_elastic_restart_after_a_rank_is_killed(launches, tmp_path):
     """torchrun --max-restarts=1: rank 1 SIGKILLs itself mid-epoch on the first attempt; the job comes back
     from BackupAndRestore's mid-epoch backup and ends with the weights of a run never killed."""
-    proc = _torchrun("--nproc_per_node=2", "--max-restarts=1", "--rdzv-backend=c10d",
-                     f"--rdzv-endpoint=127.0.0.1:{_free_port()}", os.path.join(SCRIPTS, "distributed_resume.py"),
-                     tmp_path, 1)
-    log = _finish(proc)
-    assert "SIGKILL" in log or "exitcode: -9" in log
     want = resume.run(str(tmp_path / "alone"), distribute=None)
-    for rank in _ranks(tmp_path):
+    ranks, out, log = launches.result("elastic")
+    assert "exitcode: -9" in log  # torchrun saw the SIGKILL, then restarted the job
+    for rank in ranks:
         assert rank["attempt"] == 1 and rank["world"] == 2
         _close(rank["weights"], want["weights"], "weights after the restart")
         _close(rank["history"], want["history"], "History after the restart")
-    assert not os.path.exists(tmp_path / "backup" / "latest.pt")  # deleted when training finished
+    assert not os.path.exists(out / "backup" / "latest.pt")  # deleted when training finished
 
 
-def test_two_nodes_over_a_loopback_rendezvous(tmp_path, alone):
+def test_two_nodes_over_a_loopback_rendezvous(launches, alone):
     """--nnodes=2: two torchrun agents of one process each meet at a c10d rendezvous on 127.0.0.1."""
-    endpoint = f"127.0.0.1:{_free_port()}"
-    procs = [_torchrun("--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
-                       "--rdzv-id=fitkit-two-nodes", os.path.join(SCRIPTS, "distributed_checks.py"), tmp_path, "ddp",
-                       "arrays") for _ in range(2)]
-    for proc in procs:
-        _finish(proc)
-    for rank in _ranks(tmp_path):
+    ranks, _, _ = launches.result("two_nodes")
+    for rank in ranks:
         assert rank["world"] == 2
         _close(rank["ddp"]["arrays"]["weights"], alone["arrays"]["weights"], "weights")
         _close(rank["ddp"]["arrays"]["history"], alone["arrays"]["history"], "history")

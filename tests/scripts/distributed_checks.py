@@ -12,6 +12,7 @@ import builtins
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import fitkit  # noqa: E402
-from fitkit.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint  # noqa: E402
+from fitkit import distributed  # noqa: E402
+from fitkit.callbacks import BackupAndRestore, Callback, CSVLogger, EarlyStopping, ModelCheckpoint  # noqa: E402
 
 
 class Net(fitkit.Model):
@@ -33,6 +35,20 @@ class Net(fitkit.Model):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(x)))
+
+
+class TwoHeads(fitkit.Model):
+    """Two outputs by name: a binary score and one of three kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(5, 8)
+        self.score = nn.Linear(8, 1)
+        self.kind = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return {"score": self.score(h), "kind": self.kind(h)}
 
 
 def binary_data(n, d=5, seed=0):
@@ -81,14 +97,74 @@ def arrays(distribute):
 
 
 def halves(distribute):
-    """64 samples in batches of 16: each rank's forward sees 8 of every batch, 32 of every epoch."""
+    """64 samples in batches of 16: each rank's forward sees 8 of every batch, 32 of every epoch. The user's
+    own torch optimizer and scheduler (FSDP2 rebuilds them on the sharded parameters)."""
     x, y = binary_data(64, seed=1)
-    model = _model(distribute, optimizer="sgd")
+    fitkit.set_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.compile(optimizer=optimizer, loss=fitkit.losses.BinaryCrossentropy(from_logits=True),
+                  scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5), distribute=distribute)
     seen = _count_forward(model)
-    seen.clear()  # (compile ran no forward; the hook counts from here)
-    model.fit(x, y, batch_size=16, epochs=2, shuffle=True, verbose=0)
-    train_steps = [n for n in seen]
-    return {"forward_sizes": train_steps, "weights": _weights(model)}
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=True, verbose=0)
+    return {"forward_sizes": seen, "weights": _weights(model), "history": history.history}
+
+
+def summed(distribute):
+    """A loss summed over samples (reduction="sum"): 21 samples in batches of 8, the last of 5 split 3 + 2."""
+    x, y = binary_data(21, seed=11)
+    fitkit.set_seed(0)
+    model = Net()
+    model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.01),
+                  loss=fitkit.losses.BinaryCrossentropy(from_logits=True, reduction="sum"), distribute=distribute)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    return {"history": history.history, "weights": _weights(model)}
+
+
+def outputs(distribute):
+    """Two named outputs with their own losses, weights and metrics; 28 samples: 21 to train in batches of
+    6 (the last of 3 splits 2 + 1), 7 to validate (the last of 1: an empty share); predict gives a dict."""
+    x, score = binary_data(28, seed=8)
+    kind = (np.abs(x[:, 1] * 2).astype(np.int64) % 3)
+    fitkit.set_seed(0)
+    model = TwoHeads()
+    model.compile(optimizer="adam", loss={"score": fitkit.losses.BinaryCrossentropy(from_logits=True),
+                                          "kind": fitkit.losses.SparseCategoricalCrossentropy(from_logits=True)},
+                  loss_weights={"score": 1.0, "kind": 0.5}, metrics={"score": ["accuracy"], "kind": ["accuracy"]},
+                  distribute=distribute)
+    history = model.fit(x, {"score": score, "kind": kind}, batch_size=6, epochs=2, validation_split=0.25, verbose=0)
+    predicted = model.predict(x[:5], batch_size=2, verbose=0)
+    return {"history": history.history, "weights": _weights(model),
+            "predict": {k: v.reshape(-1).tolist() for k, v in predicted.items()}}
+
+
+def auto(distribute):
+    """epochs="auto": EarlyStopping with a patience scaled to the data, the best weights restored; diagnose()
+    says the same."""
+    x, y = binary_data(40, seed=9)
+    model = _model(distribute)
+    history = model.fit(x, y, batch_size=8, epochs="auto", max_epochs=7, validation_split=0.2, verbose=0)
+    return {"history": history.history, "weights": _weights(model), "diagnosis": str(history.diagnose())}
+
+
+class Slow(Callback):
+    """Makes every epoch of this rank last at least ``seconds``."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
+def budget(distribute):
+    """time_budget: rank 0's clock decides, and every rank stops after the same epoch."""
+    x, y = binary_data(16, seed=10)
+    model = _model(distribute)
+    slow = [Slow(0.3)] if distributed.rank() == 0 else []
+    history = model.fit(x, y, batch_size=8, epochs=50, time_budget=1.0, callbacks=slow, verbose=0)
+    return {"epochs": history.epoch, "stop_reason": history.stop_reason}
 
 
 class Recorded(torch.utils.data.Dataset):
@@ -172,11 +248,58 @@ def files(distribute, out):
     model.load_weights(os.path.join(folder, "weights.pt"))
     text = []
     model.summary(print_fn=text.append)
+    sharded = [name for name, module in model.named_modules() if distributed.is_sharded(module)]
+    if distribute == "fsdp":  # a policy of the user's: no submodule of its own, only the model
+        other = Net()
+        other.compile(optimizer="sgd", loss="mse", distribute="fsdp", fsdp_policy=lambda module: False)
+        sharded = [sharded, [name for name, module in other.named_modules() if distributed.is_sharded(module)]]
     return {"writes": spy.writes, "found": found, "reloaded_equal": _weights(model) == before,
-            "state_keys": list(model.state_dict()), "summary": text[0], "weights": before}
+            "state_keys": list(model.state_dict()), "summary": text[0], "weights": before, "sharded": sharded}
 
 
-SCENARIOS = {"arrays": arrays, "halves": halves, "loader": loader, "files": files}
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Callback):
+    """Raises at the end of batch ``batch`` of epoch ``epoch`` (on every rank: each leaves fit there)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.model.training_state.epoch, batch) == self.at:
+            raise Crash()
+
+
+def resumed(distribute, out):
+    """BackupAndRestore mid-epoch: a fit stops at batch 5 of epoch 1 (the backup of batch 3 on disk); a new
+    model's fit resumes it. The backup holds EarlyStopping's best weights (gathered whole under FSDP2)."""
+    x, y = binary_data(60, seed=7)
+    folder = os.path.join(out, f"backup-{distribute}")
+
+    def run(crash):
+        fitkit.set_seed(0)
+        model = Net()
+        model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+                      loss=fitkit.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"],
+                      distribute=distribute)
+        callbacks = [EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True),
+                     BackupAndRestore(folder, save_freq=3)] + ([CrashAt(1, 4)] if crash else [])
+        return model, model.fit(x, y, batch_size=8, epochs=4, validation_split=0.25, callbacks=callbacks, verbose=0)
+
+    try:
+        run(crash=True)
+    except Crash:
+        pass
+    saved = fitkit.checkpoint.read(os.path.join(folder, "latest.pt"), what="backup")["state"]
+    model, history = run(crash=False)
+    return {"backup_at": [saved["epoch"], saved["step"]], "weights": _weights(model), "history": history.history}
+
+
+SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "outputs": outputs, "auto": auto, "loader": loader, "files": files,
+             "resumed": resumed, "budget": budget}
 
 
 def scenarios(distribute, out, only=None):
@@ -185,7 +308,7 @@ def scenarios(distribute, out, only=None):
     for name, run in SCENARIOS.items():
         if only and name not in only:
             continue
-        results[name] = run(distribute, out) if name == "files" else run(distribute)
+        results[name] = run(distribute, out) if name in ("files", "resumed") else run(distribute)
     return results
 
 
