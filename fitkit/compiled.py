@@ -526,6 +526,7 @@ class CompiledState:
         # FSDP2, which shards the model in place), and this rank's part of each batch (None alone).
         self.strategy = None
         self.wrapper = None
+        self.routing = False  # inside a step: the model's calls go through the wrapper (Model.__call__)
         self.shard = None
         self.unsharded = None  # FSDP2: the model's structure before sharding, for model.save
 

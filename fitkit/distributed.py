@@ -351,6 +351,24 @@ def no_sync(model):
 
 # ----------------------------------------------------------------------------------------- the step
 
+def routed(model, step):
+    """``step`` (the model's train_step, test_step or predict_step) with the model's calls inside it going
+    through the DDP wrapper, so that a ``train_step`` of the user's calling ``self(x)`` has its gradients
+    averaged too. Outside the steps the model is called as a plain module (a call on rank 0 alone, for a
+    summary or a look at an output, waits for nobody). The step itself when there is no wrapper."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None or compiled.wrapper is None:
+        return step
+
+    def through_wrapper(batch):
+        compiled.routing = True
+        try:
+            return step(batch)
+        finally:
+            compiled.routing = False
+    return through_wrapper
+
+
 def loss_for_backward(model, loss):
     """``loss`` weighted so that the gradient DDP (or FSDP2) averages over the ranks is the gradient of
     the whole global batch on one process.

@@ -166,16 +166,25 @@ class Model(nn.Module):
         return compiled.require(self, "metrics_names").log_names()
 
     # ------------------------------------------------------------------ steps
+    def __call__(self, *args, **kwargs):
+        # Under DDP, inside fit's (and evaluate's, predict's) steps, `self(x)` (fitkit's steps or a user's
+        # train_step) goes through the DistributedDataParallel wrapper, whose forward calls this model back:
+        # that inner call, and every call outside the steps, is the plain nn.Module call.
+        state = self.__dict__.get("_compiled")
+        if state is None or not state.routing:
+            return super().__call__(*args, **kwargs)
+        state.routing = False
+        try:
+            return state.wrapper(*args, **kwargs)
+        finally:
+            state.routing = True
+
     def _forward(self, x):
-        # Under DDP the forward goes through the wrapper (which calls this model's forward); calling the
-        # wrapper from the model's own __call__ would recurse, so the steps call it here.
-        state = self._compiled
-        call = state.wrapper if state is not None and state.wrapper is not None else self
         if isinstance(x, dict):
-            return call(**x)
+            return self(**x)
         if isinstance(x, (list, tuple)):
-            return call(*x)
-        return call(x)
+            return self(*x)
+        return self(x)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The loss of a batch as compile configured it; also adds it to the epoch's loss tracker."""
@@ -300,7 +309,7 @@ class Model(nn.Module):
         batch = self._batch_on_device(x, y, sample_weight, class_weight)
         self.train()
         self.reset_metrics()
-        return evaluate_result(self.train_step(batch), return_dict)
+        return evaluate_result(distributed.routed(self, self.train_step)(batch), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) of this batch without training."""
@@ -309,7 +318,7 @@ class Model(nn.Module):
         self.eval()
         self.reset_metrics()
         with torch.no_grad():
-            return evaluate_result(self.test_step(batch), return_dict)
+            return evaluate_result(distributed.routed(self, self.test_step)(batch), return_dict)
 
     def predict_on_batch(self, x):
         """Outputs for this batch: NumPy when NumPy went in, CPU tensors otherwise."""
@@ -317,7 +326,7 @@ class Model(nn.Module):
         batch = self._batch_on_device(x)
         self.eval()
         with torch.inference_mode():
-            out = self.predict_step(batch)
+            out = distributed.routed(self, self.predict_step)(batch)
         out = data.map_structure(lambda t: t.cpu(), out)
         return data.map_structure(lambda t: t.numpy(), out) if numpy_out else out
 

@@ -231,12 +231,13 @@ def train_epoch(model, train, cbs, interrupt=None):
     # More than one process: every rank runs every batch (DDP's all-reduce waits for all); a stop asked
     # by a batch hook takes effect at the epoch's end, where the ranks agree on it.
     alone = compiled.shard is None
+    train_step = distributed.routed(model, model.train_step)  # under DDP, self(x) goes through the wrapper
     logs = None
     skip = state.step
     for step, batch in enumerate(train.epoch(skip=skip), start=skip):
         if begin:
             begin(step)
-        logs = model.train_step(batch)
+        logs = train_step(batch)
         state.step = step + 1
         if per_step:
             step_scheduler(model, logs, per="step")
@@ -277,12 +278,13 @@ def evaluate_epoch(model, source, cbs):
     begin = cbs.on_test_batch_begin if cbs.has("on_test_batch_begin") else None
     end = cbs.on_test_batch_end if cbs.has("on_test_batch_end") else None
     cbs.on_test_begin()
+    test_step = distributed.routed(model, model.test_step)
     logs = None
     with torch.no_grad():
         for step, batch in enumerate(source.epoch()):
             if begin:
                 begin(step)
-            logs = model.test_step(batch)
+            logs = test_step(batch)
             if end:
                 end(step, logs if isinstance(logs, LazyLogs) else LazyLogs(lambda d=logs: d))
     logs = distributed.reduce_logs(model, logs)
@@ -337,11 +339,12 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     model.eval()
     cbs.on_predict_begin()
     outputs = []
+    predict_step = distributed.routed(model, model.predict_step)
     with torch.inference_mode():
         for step, batch in enumerate(source.epoch()):
             if begin:
                 begin(step)
-            out = model.predict_step(batch)
+            out = predict_step(batch)
             outputs.append(out)
             if end:
                 end(step, {"outputs": out})

@@ -170,6 +170,18 @@ def test_several_outputs_and_epochs_auto_match_one_process(launched, alone, stra
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_users_train_step_calling_self_is_averaged_too(launched, alone, strategy):
+    """``self(x)`` in a user's train_step goes through DDP (FSDP2 shards in place), and with
+    ``fitkit.distributed.loss_for_backward`` its gradients are one process's; its own logs (a plain dict:
+    here the rows of the last batch, 3 and 2 on the two ranks) are averaged over the ranks."""
+    ranks, _ = launched
+    assert alone["own_step"]["rows"] == [5.0, 5.0]
+    for rank in ranks:
+        _close(rank[strategy]["own_step"]["weights"], alone["own_step"]["weights"], f"{strategy} weights")
+        assert rank[strategy]["own_step"]["rows"] == [2.5, 2.5]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_each_rank_forward_sees_half_of_each_batch(launched, alone, strategy):
     """Also: the user's own torch optimizer and scheduler (FSDP2 moves the optimizer onto the shards)."""
     ranks, _ = launched

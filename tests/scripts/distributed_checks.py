@@ -51,6 +51,20 @@ class TwoHeads(fitkit.Model):
         return {"score": self.score(h), "kind": self.kind(h)}
 
 
+class OwnStep(Net):
+    """A train_step of the user's, Keras style: ``self(x)``, compute_loss, its own backward and step, and
+    logs of its own (a plain dict)."""
+
+    def train_step(self, data):
+        x, y, sample_weight = fitkit.data.unpack_x_y_sample_weight(data)
+        y_pred = self(x)
+        loss = self.compute_loss(x, y, y_pred, sample_weight)
+        self.optimizer.zero_grad()
+        distributed.loss_for_backward(self, loss).backward()  # weighted like fitkit's own step
+        self.optimizer.step()
+        return {"batch_loss": loss.detach(), "rows": float(x.shape[0])}
+
+
 def binary_data(n, d=5, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
@@ -119,6 +133,18 @@ def summed(distribute):
                   loss=fitkit.losses.BinaryCrossentropy(from_logits=True, reduction="sum"), distribute=distribute)
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     return {"history": history.history, "weights": _weights(model)}
+
+
+def own_step(distribute):
+    """A user's train_step: its self(x) goes through DDP, so its gradients are averaged; 21 samples in
+    batches of 8 (the last of 5 split 3 + 2); its own logs are averaged over the ranks."""
+    x, y = binary_data(21, seed=12)
+    fitkit.set_seed(0)
+    model = OwnStep()
+    model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.1), distribute=distribute,
+                  loss=fitkit.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    return {"weights": _weights(model), "rows": history.history["rows"]}
 
 
 def outputs(distribute):
@@ -298,7 +324,7 @@ def resumed(distribute, out):
     return {"backup_at": [saved["epoch"], saved["step"]], "weights": _weights(model), "history": history.history}
 
 
-SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "outputs": outputs, "auto": auto, "loader": loader, "files": files,
+SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "own_step": own_step, "outputs": outputs, "auto": auto, "loader": loader, "files": files,
              "resumed": resumed, "budget": budget}
 
 
