@@ -144,9 +144,12 @@ def _destroy_process_group():
     _created_group = False
 
 
-def _comm_device():
-    """Where fitkit's small collectives run: the CPU, unless the group only has nccl."""
+def _comm_device(prefer=None):
+    """Where a collective runs: on ``prefer`` (the tensors' device) when the group has a backend for it,
+    else on the CPU, unless the group only has nccl."""
     backend = str(dist.get_backend())
+    if "nccl" in backend and (prefer is not None and prefer.type == "cuda"):
+        return prefer
     if "nccl" in backend and "gloo" not in backend:
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -315,9 +318,9 @@ def broadcast_module(module, src=0):
     by_dtype = {}
     for t in tensors:
         by_dtype.setdefault((t.dtype, t.device), []).append(t)
-    comm = _comm_device()
     with torch.no_grad():
         for (_, device), group in by_dtype.items():
+            comm = _comm_device(device)  # a model on CUDA is broadcast by nccl, on the GPU
             flat = torch.cat([t.detach().reshape(-1) for t in group]).to(comm)
             dist.broadcast(flat, src)
             offset = 0
@@ -458,10 +461,10 @@ def running_sums(compiled):
     """The running sums of an unfinished epoch summed over the ranks, as ``CompiledState.state_dict()``
     lays them out (the live sums are left as they are): what a backup or model file records mid-epoch.
     Only rank 0 loads them back (:func:`takes_running`), so the next sum over the ranks counts them once."""
-    state = compiled.state_dict()
     if compiled.shard is None:
-        return state
-    values, _ = _flat_sums(compiled)
+        return compiled.state_dict()
+    values, _ = _flat_sums(compiled)  # first: it gives a metric that saw no sample its zero states
+    state = compiled.state_dict()
     flat = _all_reduce_flat(values)
     offset = 0
     for saved in [state["loss"]] + list(state["parts"].values()):

@@ -204,13 +204,16 @@ def test_time_budget_stops_every_rank_after_the_same_epoch(launched, strategy):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_dataloader_gets_a_distributed_sampler(launched, alone, strategy):
-    """A user's DataLoader and validation DataLoader match one process; a shuffled one reads every sample
-    once per epoch over the ranks, in a new order each epoch (set_epoch)."""
+    """A user's DataLoader and validation DataLoader match one process; predict on a Dataset gives the
+    whole output in order; a shuffled loader reads every sample once per epoch over the ranks, in a new
+    order each epoch (set_epoch)."""
     ranks, _ = launched
+    assert len(alone["loader"]["predict"]) == 13
     for rank in ranks:
         got = rank[strategy]["loader"]
         _close(got["history"], alone["loader"]["history"], f"{strategy} history")
         _close(got["weights"], alone["loader"]["weights"], f"{strategy} weights")
+        _close(got["predict"], alone["loader"]["predict"], f"{strategy} predict")
     reads = [rank[strategy]["loader"]["read"] for rank in ranks]
     assert [len(r) for r in reads] == [32, 32]  # 16 a rank per epoch, 2 epochs
     epochs = [sorted(reads[0][16 * e:16 * (e + 1)] + reads[1][16 * e:16 * (e + 1)]) for e in range(2)]

@@ -220,9 +220,12 @@ def loader(distribute):
                                       batch_size=8)
     history = model.fit(train, epochs=3, validation_data=val, verbose=0)
     weights = _weights(model)
+    # predict on a Dataset: every 2nd sample on each rank (7 and 6, in batches of 2), joined in order
+    predicted = model.predict(Recorded(*binary_data(13, seed=3)), batch_size=4, verbose=0)
     shuffled = Recorded(*binary_data(32, seed=4))
     model.fit(torch.utils.data.DataLoader(shuffled, batch_size=8, shuffle=True), epochs=2, verbose=0)
-    return {"history": history.history, "weights": weights, "read": shuffled.read}
+    return {"history": history.history, "weights": weights, "read": shuffled.read,
+            "predict": predicted.reshape(-1).tolist()}
 
 
 class Spy:
