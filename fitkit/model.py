@@ -367,6 +367,10 @@ class Model(nn.Module):
         imports when it can and pickles otherwise. A pickle of torch.nn layers and fitkit classes loads
         safely; one naming other classes needs ``custom_objects`` or ``trusted=True`` in load_model.
 
+        Under torchrun every process calls it, as the unchanged script does (as Keras asks of its workers):
+        the state is gathered from all (whole tensors of an FSDP2-sharded model), rank 0 writes, and the
+        others wait until the file exists. ``if rank == 0: model.save(...)`` would leave rank 0 waiting.
+
         >>> model.save("model.pt")
         >>> model = fitkit.load_model("model.pt")   # compiled, ready to continue training
         """
@@ -394,7 +398,8 @@ class Model(nn.Module):
         """Save the weights as a plain ``state_dict`` file (CPU tensors), atomically.
 
         Plain torch reads it: ``module.load_state_dict(torch.load(filepath))``; a ``wrap()``ped model
-        saves its module's own state_dict (no ``module.`` prefix).
+        saves its module's own state_dict (no ``module.`` prefix). Under torchrun every process calls it
+        (whole tensors, also of a sharded model); rank 0 writes, the others wait for the file.
 
         >>> model.save_weights("weights.pt")
         """

@@ -165,7 +165,8 @@ def test_several_outputs_and_epochs_auto_match_one_process(launched, alone, stra
     assert set(alone["outputs"]["history"]) >= {"loss", "score_loss", "kind_loss", "val_kind_accuracy"}
     assert alone["auto"]["diagnosis"]
     for rank in ranks:
-        for name in ("outputs", "auto", "summed"):  # summed: a loss with reduction="sum", uneven shares
+        # summed: a loss with reduction="sum", uneven shares; steps: steps_per_epoch across passes, two fits
+        for name in ("outputs", "auto", "summed", "steps"):
             _close(rank[strategy][name], alone[name], f"{strategy} {name}")
 
 

@@ -147,6 +147,21 @@ def own_step(distribute):
     return {"weights": _weights(model), "rows": history.history["rows"]}
 
 
+def steps(distribute):
+    """steps_per_epoch across passes: arrays (20 samples, batches of 8, 4 steps an epoch over passes of 3
+    batches), then a DataLoader (13 samples, batches of 4, 3 steps an epoch over passes of 4); a second
+    fit goes on as one longer fit would."""
+    x, y = binary_data(20, seed=13)
+    model = _model(distribute, optimizer="sgd")
+    first = model.fit(x, y, batch_size=8, epochs=2, steps_per_epoch=4, verbose=0)
+    second = model.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, steps_per_epoch=4, verbose=0)
+    xl, yl = binary_data(13, seed=14)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.as_tensor(xl), torch.as_tensor(yl)),
+                                         batch_size=4)
+    third = model.fit(loader, epochs=3, steps_per_epoch=3, verbose=0)
+    return {"history": [first.history, second.history, third.history], "weights": _weights(model)}
+
+
 def outputs(distribute):
     """Two named outputs with their own losses, weights and metrics; 28 samples: 21 to train in batches of
     6 (the last of 3 splits 2 + 1), 7 to validate (the last of 1: an empty share); predict gives a dict."""
@@ -327,7 +342,8 @@ def resumed(distribute, out):
     return {"backup_at": [saved["epoch"], saved["step"]], "weights": _weights(model), "history": history.history}
 
 
-SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "own_step": own_step, "outputs": outputs, "auto": auto, "loader": loader, "files": files,
+SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "own_step": own_step, "steps": steps,
+             "outputs": outputs, "auto": auto, "loader": loader, "files": files,
              "resumed": resumed, "budget": budget}
 
 
