@@ -305,25 +305,21 @@ class ArraySource:
         steps = self.num_steps - skip
         bs, n, shard = self.batch_size, self.n, self.shard
         rebuild, transfer = self._rebuild, self._per_batch_transfer
-        try:
-            for _ in range(steps):
-                if self._cursor >= n:
-                    self._start_pass()
-                start = self._cursor
-                stop = self._cursor = min(start + bs, n)
-                if shard is not None:
-                    batch = self._share(start, stop)
-                elif self._pass is not None:
-                    batch = [t[start:stop] for t in self._pass]
-                else:
-                    idx = self._perm[start:stop]
-                    batch = [t.index_select(0, idx) for t in self._leaves]
-                if transfer:
-                    batch = [t.to(self.device, non_blocking=True) for t in batch]
-                yield rebuild(batch)[0]
-        finally:
+        for _ in range(steps):
+            if self._cursor >= n:
+                self._start_pass()
+            start = self._cursor
+            stop = self._cursor = min(start + bs, n)
             if shard is not None:
-                shard.clear()
+                batch = self._share(start, stop)
+            elif self._pass is not None:
+                batch = [t[start:stop] for t in self._pass]
+            else:
+                idx = self._perm[start:stop]
+                batch = [t.index_select(0, idx) for t in self._leaves]
+            if transfer:
+                batch = [t.to(self.device, non_blocking=True) for t in batch]
+            yield rebuild(batch)[0]
 
     def _share(self, start, stop):
         """This rank's part of the global batch ``[start, stop)`` (recorded on the shard as in flight)."""
@@ -535,13 +531,6 @@ class IterableSource:
             self._iterator = None
         step = 0
         limit = self.steps
-        try:
-            yield from self._batches(skip, step, limit)
-        finally:
-            if self.shard is not None:
-                self.shard.clear()
-
-    def _batches(self, skip, step, limit):
         while limit is None or step < limit:
             try:
                 raw = self._next_batch()

@@ -162,8 +162,8 @@ class Shard:
 
     A global batch of ``B`` samples is split into ``world`` shares of ``B // world`` samples, the first
     ``B % world`` ranks taking one more (``numpy.array_split``'s rule): rank 0 never gets an empty
-    share, a rank may get none when ``B < world``. The data sources record the share of the batch in
-    flight (``local``, ``total``; both None outside a fit or evaluate loop); a rank whose share is
+    share, a rank may get none when ``B < world``. The data sources record the share of the batch they
+    gave last (``local``, ``total``; None for a ``*_on_batch`` call's own batch); a rank whose share is
     empty runs its step on one sample that counts for nothing (``local == 0``), so every rank runs
     the same number of forward and backward passes, as DDP and FSDP need.
 
@@ -203,7 +203,7 @@ class Shard:
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
     def clear(self):
-        """No batch in flight (a ``*_on_batch`` call between loops weighs its own batch as plain DDP)."""
+        """No batch of a source in flight: a ``*_on_batch`` call weighs its own batch as plain DDP does."""
         self.local = self.total = None
 
 
@@ -353,6 +353,15 @@ def no_sync(model):
 
 
 # ----------------------------------------------------------------------------------------- the step
+
+def one_batch(model, step):
+    """``step`` for a ``*_on_batch`` call: the batch given is this rank's own (no share of a global batch),
+    and the model's calls go through the DDP wrapper as in fit."""
+    shard = shard_of(model)
+    if shard is not None:
+        shard.clear()
+    return routed(model, step)
+
 
 def routed(model, step):
     """``step`` (the model's train_step, test_step or predict_step) with the model's calls inside it going

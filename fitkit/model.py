@@ -309,7 +309,7 @@ class Model(nn.Module):
         batch = self._batch_on_device(x, y, sample_weight, class_weight)
         self.train()
         self.reset_metrics()
-        return evaluate_result(distributed.routed(self, self.train_step)(batch), return_dict)
+        return evaluate_result(distributed.one_batch(self, self.train_step)(batch), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) of this batch without training."""
@@ -318,7 +318,7 @@ class Model(nn.Module):
         self.eval()
         self.reset_metrics()
         with torch.no_grad():
-            return evaluate_result(distributed.routed(self, self.test_step)(batch), return_dict)
+            return evaluate_result(distributed.one_batch(self, self.test_step)(batch), return_dict)
 
     def predict_on_batch(self, x):
         """Outputs for this batch: NumPy when NumPy went in, CPU tensors otherwise."""
@@ -326,7 +326,7 @@ class Model(nn.Module):
         batch = self._batch_on_device(x)
         self.eval()
         with torch.inference_mode():
-            out = distributed.routed(self, self.predict_step)(batch)
+            out = distributed.one_batch(self, self.predict_step)(batch)
         out = data.map_structure(lambda t: t.cpu(), out)
         return data.map_structure(lambda t: t.numpy(), out) if numpy_out else out
 

@@ -192,6 +192,8 @@ def test_each_rank_forward_sees_half_of_each_batch(launched, alone, strategy):
         assert rank[strategy]["halves"]["forward_sizes"] == [8] * 8  # 2 epochs of 4 batches of 16
         _close(rank[strategy]["halves"]["weights"], alone["halves"]["weights"], f"{strategy} weights")
         _close(rank[strategy]["halves"]["history"], alone["halves"]["history"], f"{strategy} history")
+        _close(rank[strategy]["halves"]["after_train_on_batch"], alone["halves"]["after_train_on_batch"],
+               f"{strategy} train_on_batch")
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
