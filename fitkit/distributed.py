@@ -477,8 +477,9 @@ def running_sums(compiled):
     flat = _all_reduce_flat(values)
     offset = 0
     for saved in [state["loss"]] + list(state["parts"].values()):
-        saved.update(values=[], sizes=[], sum=float(flat[offset]) if isinstance(saved["sum"], float) or
-                     saved["sum"] is None else flat[offset].to(saved["sum"].dtype), count=int(round(float(flat[offset + 1]))))
+        kept = saved["sum"]  # a float on the CPU, a tensor elsewhere (see LossTracker)
+        total = flat[offset].to(kept.dtype) if isinstance(kept, torch.Tensor) else float(flat[offset])
+        saved.update(values=[], sizes=[], sum=total, count=int(round(float(flat[offset + 1]))))
         offset += 2
     for states in state["metrics"].values():
         for name, value in states.items():
