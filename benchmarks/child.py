@@ -76,7 +76,7 @@ def _job(workload, runner, quick, device):
     from . import twins
     from . import workloads as w
 
-    family = "mlp" if workload in ("mlp", "evaluate", "predict") else "article"
+    family = "mlp" if workload in ("mlp", "evaluate", "predict") else workload if workload == "ddp" else "article"
     epochs = w.sizes(family, quick)["epochs"]
     if runner in ("keras", "lightning", "poutyne", "skorch"):
         from . import peers
@@ -106,6 +106,13 @@ def _job(workload, runner, quick, device):
         loader = torch.utils.data.DataLoader(dataset, batch_size=w.ARTICLE["batch_size"], shuffle=True,
                                              generator=torch.Generator().manual_seed(w.ORDER_SEED))
         return lambda: side.article_loader(loader, model, epochs, device=device)
+    if workload == "ddp":
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")  # untimed, on both sides (fitkit's compile finds it made)
+        x, y = w.mlp_data(quick, family="ddp")
+        return lambda: side.ddp(x, y, model, epochs, device=device)
     x, y = w.mlp_data(quick)
     if workload == "mlp":
         return lambda: side.mlp(x, y, model, epochs, device=device)
@@ -143,6 +150,8 @@ def measure(config):
             # The bar is drawn, as a user sees it, but into a file (as when stdout is redirected).
             sink = stack.enter_context(tempfile.TemporaryFile("w+"))
             stack.enter_context(contextlib.redirect_stdout(sink))
+        if workload == "ddp":
+            torch.distributed.barrier()  # every process starts its clock together
         t0, c0 = time.perf_counter(), time.process_time()
         loss, model = job()
         if device != "cpu" and torch.cuda.is_available():
@@ -167,7 +176,8 @@ def main(argv=None):
         return 2
     result = measure(json.loads(argv[0]))
     sys.stdout.flush()
-    os.write(1, (MARK + json.dumps(result) + "\n").encode())
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports for the job
+        os.write(1, (MARK + json.dumps(result) + "\n").encode())
     return 0
 
 

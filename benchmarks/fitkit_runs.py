@@ -47,6 +47,18 @@ def mlp(x, y, model, epochs, device="cpu"):
     return history.history["loss"][-1], model
 
 
+def ddp(x, y, model, epochs, device="cpu"):
+    """The MLP script unchanged under torchrun: compile's ``distribute="auto"`` wraps the model in DDP, the
+    global batch of 128 is split over the processes, the epoch's losses are summed over them."""
+    s = w.DDP
+    fitkit.set_seed(w.ORDER_SEED)
+    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=s["lr"]), loss=nn.CrossEntropyLoss(),
+                  device=device)
+    history = model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, verbose=0,
+                        validation_split=s["validation_split"])
+    return history.history["loss"][-1], model
+
+
 def compile_for_evaluate(model, device="cpu"):
     """The untimed part of the evaluate workload: the model was compiled when it was trained."""
     model.compile(optimizer=torch.optim.Adam(model.parameters()), loss=nn.CrossEntropyLoss(), device=device)

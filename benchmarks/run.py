@@ -42,6 +42,8 @@ WORKLOADS = [
      "target": 1.03, "peers": True, "memory_target": 1.10},
     {"name": "evaluate", "what": "evaluate: MLP on 20000 samples, b64, vs no_grad loop", "target": 1.05},
     {"name": "predict", "what": "predict: MLP on 20000 samples, b64, vs inference_mode loop", "target": 1.05},
+    {"name": "ddp", "what": "torchrun, 2 CPU processes (gloo): MLP 16384x256-512-512-10, global b128, 12.5% val, "
+     "3 ep, vs a hand DDP loop", "target": 1.05, "processes": 2},
     {"name": "import", "what": "import fitkit after import torch (s added; hand column: import torch)",
      "target": 0.30},
 ]
@@ -59,9 +61,21 @@ def _env():
     return env
 
 
-def run_child(config, python=None):
-    """Run one measurement in a fresh interpreter; its result dict (``error`` set when it failed)."""
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_child(config, python=None, processes=None):
+    """Run one measurement in a fresh interpreter (under torchrun with ``processes`` of them, rank 0
+    reporting); its result dict (``error`` set when it failed)."""
     cmd = [python or sys.executable, "-m", "benchmarks.child", json.dumps(config)]
+    if processes:
+        cmd[1:2] = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "-m"]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
@@ -95,7 +109,7 @@ def run_workload(workload, repeats, quick, device, peers, peer_python, log):
         for runner in order:
             config = {"workload": workload["name"], "runner": runner, "quick": quick, "device": device}
             python = peer_python if runner in PEERS else None
-            result = run_child(config, python)
+            result = run_child(config, python, workload.get("processes"))
             results[runner].append(result)
             if "error" in result:
                 log(f"  {workload['name']} / {runner}: failed ({result['error']})")

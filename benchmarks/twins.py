@@ -110,6 +110,55 @@ def mlp(x, y, model, epochs, device="cpu"):
     return epoch_loss, model
 
 
+def ddp(x, y, model, epochs, device="cpu"):
+    """The MLP's data-parallel loop by hand, each process one of ``world``: the same permutation on every
+    process, each taking a contiguous share of every global batch (gathered once per epoch), DDP averaging
+    the gradients, and the epoch's loss (and the validation loss, on sharded validation data) summed over
+    the processes with one ``all_reduce`` each."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    s = w.DDP
+    on_cpu = torch.device(device).type == "cpu"
+    rank, world = dist.get_rank(), dist.get_world_size()
+    wrapped = DistributedDataParallel(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"])
+    criterion = nn.CrossEntropyLoss()
+    x, y = x.to(device), y.to(device)
+    cut = w.split(len(x), s["validation_split"])
+    bs, share = s["batch_size"], s["batch_size"] // world  # every batch splits evenly (see workloads.DDP)
+    mine = (torch.arange(cut // bs) * bs).unsqueeze(1).add(torch.arange(share) + rank * share).reshape(-1)
+    x_train, y_train = x[:cut], y[:cut]
+    x_val, y_val = x[cut:], y[cut:]
+    val_mine = (torch.arange(len(x_val) // bs) * bs).unsqueeze(1).add(torch.arange(share) + rank * share)
+    x_val, y_val = x_val[val_mine.reshape(-1)], y_val[val_mine.reshape(-1)]
+    generator = torch.Generator().manual_seed(w.ORDER_SEED)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(cut, generator=generator)[mine].to(device)
+        xs, ys = x_train[perm], y_train[perm]
+        total = 0.0
+        for start in range(0, len(xs), share):
+            xb, yb = xs[start:start + share], ys[start:start + share]
+            loss = criterion(wrapped(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total = _running(total, loss, len(xb), on_cpu)
+        sums = torch.tensor([float(total), float(len(xs))], dtype=torch.float64)
+        dist.all_reduce(sums)
+        epoch_loss = float(sums[0] / sums[1])
+        model.eval()
+        with torch.no_grad():
+            val_total = 0.0
+            for start in range(0, len(x_val), share):
+                xb, yb = x_val[start:start + share], y_val[start:start + share]
+                val_total = _running(val_total, criterion(wrapped(xb), yb), len(xb), on_cpu)
+        val_sums = torch.tensor([float(val_total), float(len(x_val))], dtype=torch.float64)
+        dist.all_reduce(val_sums)  # noqa: F841 (logged, as fit does)
+    return epoch_loss, model
+
+
 def evaluate(x, y, model, device="cpu"):
     """The mean loss over ``x`` in batches of 64 under ``no_grad``."""
     model.eval()

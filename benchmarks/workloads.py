@@ -19,13 +19,17 @@ ARTICLE = {"n": 1000, "features": 10, "batch_size": 32, "lr": 0.01, "epochs": 50
 # A compute-bound MLP: 20000 x 256 -> 512 -> 512 -> 10, batch 64, 10% validation, 3 epochs.
 MLP = {"n": 20000, "features": 256, "hidden": 512, "classes": 10, "batch_size": 64, "lr": 1e-3,
        "epochs": 3, "validation_split": 0.1}
+# Data-parallel under torchrun, 2 CPU processes: the MLP's layers, a global batch of 128 (64 a process),
+# 12.5% validation; every batch splits evenly (14336 = 112 x 128 to train, 2048 = 16 x 128 to validate).
+DDP = {"n": 16384, "features": 256, "hidden": 512, "classes": 10, "batch_size": 128, "lr": 1e-3, "epochs": 3,
+       "validation_split": 0.125, "processes": 2}
 # What --quick shrinks them to: enough to run every line, in a second or two.
-QUICK = {"article": {"epochs": 2}, "mlp": {"n": 1000, "epochs": 1}}
+QUICK = {"article": {"epochs": 2}, "mlp": {"n": 1000, "epochs": 1}, "ddp": {"n": 1024, "epochs": 1}}
 
 
 def sizes(name, quick=False):
-    """The sizes of workload family ``name`` ("article" or "mlp"), shrunk for ``--quick``."""
-    base = dict(ARTICLE if name == "article" else MLP)
+    """The sizes of workload family ``name`` ("article", "mlp" or "ddp"), shrunk for ``--quick``."""
+    base = dict({"article": ARTICLE, "mlp": MLP, "ddp": DDP}[name])
     if quick:
         base.update(QUICK[name])
     return base
@@ -40,9 +44,9 @@ def article_data(quick=False):
     return x, y
 
 
-def mlp_data(quick=False):
+def mlp_data(quick=False, family="mlp"):
     """``x`` (N, 256) float32 and ``y`` (N,) int64 class labels drawn from a fixed random projection."""
-    s = sizes("mlp", quick)
+    s = sizes(family, quick)
     g = torch.Generator().manual_seed(DATA_SEED)
     x = torch.randn(s["n"], s["features"], generator=g)
     projection = torch.randn(s["features"], s["classes"], generator=g)

@@ -448,8 +448,9 @@ def check_weights(module, weights, filepath, skip_mismatch=False, what="filepath
 
 # ----------------------------------------------------------------------------------------- optimizer
 
-def describe_optimizer(optimizer, named_parameters):
-    """How to rebuild a torch optimizer on a fresh copy of the model: class, defaults, groups, state."""
+def describe_optimizer(optimizer, named_parameters, state=None):
+    """How to rebuild a torch optimizer on a fresh copy of the model: class, defaults, groups, state
+    (``state``: the optimizer's ``state_dict()`` when it was gathered elsewhere, from shards say)."""
     names = {}
     for name, param in named_parameters:
         names.setdefault(id(param), name)
@@ -463,7 +464,7 @@ def describe_optimizer(optimizer, named_parameters):
         groups.append([names[id(p)] for p in group["params"]])
     defaults = {k: v for k, v in optimizer.defaults.items() if is_plain(v)}
     return {"class": class_path(optimizer), "defaults": defaults, "param_names": groups,
-            "state": optimizer.state_dict()}
+            "state": optimizer.state_dict() if state is None else state}
 
 
 def build_optimizer(description, named_parameters, custom_objects=None, trusted=False):
@@ -542,7 +543,7 @@ def _architecture(model, architecture, replace, allow):
     return {"kind": "pickle", "class": path, "module": blob, "needs": needs}
 
 
-def _compile_entry(model, allow):
+def _compile_entry(model, allow, optimizer_state=None):
     compiled = getattr(model, "_compiled", None)
     if compiled is None:
         return None
@@ -550,7 +551,7 @@ def _compile_entry(model, allow):
     plain = {k: v for k, v in config.items() if is_plain(v)}
     objects = {k: v for k, v in config.items() if k not in plain}
     entry = {"config": plain, "objects": None, "unsaved": [], "scheduler": None,
-             "optimizer": describe_optimizer(model.optimizer, model.named_parameters())}
+             "optimizer": describe_optimizer(model.optimizer, model.named_parameters(), optimizer_state)}
     if objects:
         try:
             entry["objects"] = pack(objects)
@@ -570,27 +571,47 @@ def _compile_entry(model, allow):
     return entry
 
 
-def save_model(model, filepath, overwrite=True, architecture="auto", allow=()):
-    """Write ``model`` (a compiled or uncompiled fitkit Model) to ``filepath``; see :meth:`fitkit.Model.save`."""
-    path = check_overwrite(filepath, overwrite)
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture: got {architecture!r}; expected 'auto', 'import' (class import path and "
-                         "constructor arguments) or 'pickle' (the module pickled)")
+def _not_architecture(model):
+    """What lives on the model but is not architecture: compile's objects, the fit state, the last batch;
+    as ``(object, substitute)`` pairs for :func:`structure_copy`."""
     state = model.training_state
-    # What lives on the model but is not architecture: compile's objects, the fit state, the last batch.
     replace = [(state, type(state)())]
     for name in ("_compiled", "history", "_input_example"):
         value = getattr(model, name, None)
         if value is not None:
             replace.append((value, None))
+    return replace
+
+
+def architecture_copy(model):
+    """The model's structure without its data (meta tensors) or training objects: what ``save`` pickles.
+    Taken before FSDP2 shards a model (a sharded module cannot be copied), for its later saves."""
+    return structure_copy(model, _not_architecture(model))
+
+
+def save_model(model, filepath, overwrite=True, architecture="auto", allow=(), gathered=None):
+    """Write ``model`` (a compiled or uncompiled fitkit Model) to ``filepath``; see :meth:`fitkit.Model.save`.
+
+    ``gathered`` holds what the ranks of a distributed model gathered together (``weights``,
+    ``optimizer_state``, ``training``, and ``structure``: the model as it was before sharding).
+    """
+    path = check_overwrite(filepath, overwrite)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: got {architecture!r}; expected 'auto', 'import' (class import path and "
+                         "constructor arguments) or 'pickle' (the module pickled)")
+    gathered = gathered or {}
+    state = model.training_state
+    structure = gathered.get("structure") or model
     history = getattr(model, "history", None)
+    weights = gathered.get("weights")
+    training = gathered.get("training")
     payload = {
         "format": MODEL_FORMAT,
         "version": FORMAT_VERSION,
-        "architecture": _architecture(model, architecture, replace, allow),
-        "weights": {k: v.detach() for k, v in model.state_dict().items()},
-        "compile": _compile_entry(model, allow),
-        "training": state.state_dict(model_state=False),
+        "architecture": _architecture(structure, architecture, _not_architecture(structure), allow),
+        "weights": {k: v.detach() for k, v in (model.state_dict() if weights is None else weights).items()},
+        "compile": _compile_entry(model, allow, gathered.get("optimizer_state")),
+        "training": state.state_dict(model_state=False) if training is None else training,
         "history": history.to_dict() if hasattr(history, "to_dict") else None,
     }
     save(payload, path)

@@ -20,7 +20,7 @@ import numbers
 import torch
 from torch import nn
 
-from . import optimizers
+from . import checkpoint, distributed, optimizers
 from .losses import get as get_loss
 from .metrics import get as get_metric
 
@@ -116,6 +116,20 @@ class LossTracker:
         if self._sum is None or self._count == 0:
             return torch.tensor(0.0)
         return self._sum / self._count
+
+    def totals(self):
+        """``(sum, count)`` so far (a float or a 0-dim tensor, and an int): what ranks add up."""
+        if self._values:
+            self._fold()
+        return (0.0 if self._sum is None else self._sum), self._count
+
+    def set_totals(self, total, count):
+        """Replace the running sum and count (by the sums over every rank, see fitkit.distributed)."""
+        self._values, self._sizes = [], []
+        kept = self._sum
+        self._sum = float(total) if not isinstance(kept, torch.Tensor) else \
+            torch.as_tensor(total).to(device=kept.device, dtype=kept.dtype)
+        self._count = int(round(float(count)))
 
     def state_dict(self):
         """The running state as it is (nothing folded), so a mid-epoch resume sums exactly as before."""
@@ -520,6 +534,17 @@ class MetricsContainer:
 
 # ----------------------------------------------------------------------------------------- the compiled state
 
+def _empty(structure):
+    """``structure`` (a tensor, or lists/dicts of them) with no samples left: ``t[:0]`` everywhere."""
+    if isinstance(structure, torch.Tensor):
+        return structure[:0]
+    if isinstance(structure, dict):
+        return {k: _empty(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_empty(v) for v in structure)
+    return structure
+
+
 def _named_only(spec):
     """Whether a metrics spec holds only names ("accuracy", "mae"), in lists or dicts, or nothing."""
     if spec is None or isinstance(spec, str):
@@ -560,6 +585,13 @@ class CompiledState:
             single = loss.single if loss is not None and loss.single is not None else \
                 (loss.losses if loss is not None else None)
             self.metrics = MetricsContainer(metrics, weighted_metrics, loss=single)
+        # More than one process (fitkit.distributed): the DDP wrapper the forward goes through (None for
+        # FSDP2, which shards the model in place), and this rank's part of each batch (None alone).
+        self.strategy = None
+        self.wrapper = None
+        self.routing = False  # inside a step: the model's calls go through the wrapper (Model.__call__)
+        self.shard = None
+        self.unsharded = None  # FSDP2: the model's structure before sharding, for model.save
 
     @property
     def named_metrics_only(self):
@@ -571,20 +603,42 @@ class CompiledState:
 
     def update_loss(self, total, parts, batch_size):
         """Add a batch's loss (and the unweighted loss of each output, when there are several)."""
-        self.tracker.update(total, batch_size)
+        self.update_total(total, batch_size)
         self.update_parts(parts, batch_size)
+
+    def _share(self):
+        """``(counted, scale)`` of this rank's part of the batch (fitkit.distributed): an empty share adds
+        nothing to the sums; a loss summed over samples is the global batch's sum once added up over the
+        ranks, so each rank's share of the logged mean is its sum times ``total / local``."""
+        shard = self.shard
+        if shard is None:
+            return True, None
+        if shard.local == 0:
+            return False, None
+        return True, (shard.total / shard.local if shard.sum_reduction and shard.total else None)
+
+    def update_total(self, total, batch_size):
+        """Add a batch's total loss to the loss tracker, weighted by the batch size (Keras's loss mean)."""
+        counted, scale = self._share()
+        if counted:
+            self.tracker.update(total if scale is None else total * scale, batch_size)
 
     def update_parts(self, parts, batch_size):
         """Add the unweighted loss of each output (several outputs only): Keras's compiled loss does it as
         it computes the loss, so a ``compute_loss`` call records them; the total is the step's to record."""
+        counted, scale = self._share()
         for name, value in parts.items():
             tracker = self.part_trackers.get(name)
             if tracker is None:
                 tracker = self.part_trackers[name] = LossTracker(f"{name}_loss")
-            tracker.update(value, batch_size)
+            if counted:
+                tracker.update(value if scale is None else value * scale, batch_size)
 
     def update_metrics(self, y, y_pred, sample_weight=None):
         """Add a batch to the compiled metrics (built on the outputs of the first batch)."""
+        if self.shard is not None and self.shard.local == 0:
+            # A rank's empty share: no sample is added, yet the metrics see the outputs' structure.
+            y, y_pred, sample_weight = _empty(y), _empty(y_pred), _empty(sample_weight)
         if self.metrics is not None and y is not None:
             self.metrics.update(y, y_pred, sample_weight)
             if self._pending_metric_states is not None:
@@ -668,10 +722,11 @@ def resolve_device(device, model):
     """Where to train: ``device`` when given, else where the model was placed, else CUDA, MPS, the CPU."""
     if device is not None:
         try:
-            return torch.device(device)
+            device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device: got {device!r}; expected a torch device such as 'cpu', 'cuda', "
                              f"'cuda:1' or 'mps' ({exc})") from None
+        return distributed.cuda_device() if device.type == "cuda" and device.index is None else device
     placed = {t.device for t in list(model.parameters()) + list(model.buffers())}
     non_cpu = [d for d in placed if d.type != "cpu"]
     if non_cpu:
@@ -679,7 +734,7 @@ def resolve_device(device, model):
     if getattr(model, "_fitkit_placed", False):
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return distributed.cuda_device()  # cuda:LOCAL_RANK under torchrun
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -687,11 +742,18 @@ def resolve_device(device, model):
 
 def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
           steps_per_execution=1, scheduler=None, scheduler_interval="epoch", scheduler_monitor=None,
-          device=None):
-    """``Model.compile``'s work: check every argument, place the model, build the optimizer and scheduler.
+          device=None, distribute="auto", fsdp_policy=None):
+    """``Model.compile``'s work: check every argument, place the model, wrap it for more than one process
+    (:mod:`fitkit.distributed`), then build the optimizer and scheduler on its (sharded) parameters.
 
     Returns the :class:`CompiledState`; nothing on the model changes before the arguments are checked.
     """
+    strategy = distributed.resolve(distribute)
+    policy = distributed.check_fsdp_policy(fsdp_policy)
+    if fsdp_policy is not None and strategy != "fsdp":
+        raise ValueError(f"fsdp_policy: given with distribute={distribute!r}, which "
+                         f"{'resolves to ' + repr(strategy) if distribute == 'auto' else 'does not shard'}; it only "
+                         "applies to distribute='fsdp'")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
     if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -712,6 +774,13 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     target = resolve_device(device, model)
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
+    # FSDP2 replaces the parameters: an optimizer already built on them is moved onto the shards (by name).
+    moving = checkpoint.describe_optimizer(optimizer, model.named_parameters()) \
+        if strategy == "fsdp" and isinstance(optimizer, torch.optim.Optimizer) \
+        and not distributed.is_sharded(model) else None
+    wrapper, shard, unsharded = distributed.prepare(model, strategy, target, policy, sum_reduction=_sums(loss_container))
+    if moving is not None:
+        distributed.move_optimizer(model, optimizer, moving["param_names"], moving["state"])
     # A model without parameters (parameter-free, say) compiles as in Keras: its optimizer holds an empty
     # param group, so the learning rate, schedulers and checkpoints work as for any model.
     opt = optimizers.with_keras_attributes(
@@ -733,4 +802,16 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     state = CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
                           scheduler_interval, scheduler_monitor, target, config)
     state.steps_per_execution = int(steps_per_execution)
+    state.strategy, state.wrapper, state.shard, state.unsharded = strategy, wrapper, shard, unsharded
     return state
+
+
+def _sums(loss):
+    """Whether every compiled loss sums over samples (``reduction="sum"``) instead of averaging them."""
+    if loss is None:
+        return False
+    found = loss.losses.values() if isinstance(loss.losses, dict) else \
+        (loss.losses if isinstance(loss.losses, list) else [loss.losses])
+    found = [l for l in found if l is not None]
+    return bool(found) and all(getattr(l, "torch_reduction", None) == "sum" or getattr(l, "reduction", None) == "sum"
+                               for l in found)

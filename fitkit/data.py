@@ -8,6 +8,14 @@ from the model's own ``torch.Generator`` and gathers batches with ``index_select
 A batch is what Keras passes to ``train_step``: ``(x, y)``, ``(x, y, sample_weight)`` when there are
 weights, ``x`` alone without targets (``(x,)`` when x is a tuple or list of inputs); see
 :func:`pack_x_y_sample_weight` and :func:`unpack_x_y_sample_weight`.
+
+Under more than one process (a :class:`fitkit.distributed.Shard` given as ``shard``) ``batch_size`` is
+the global batch: in-memory data gives each rank a contiguous share of every batch of the same
+permutation; a Dataset, or a DataLoader with torch's own samplers, is read through a
+:class:`ShardSampler` (torch's ``DistributedSampler``, without its padding) with ``batch_size / world``
+per rank. Every rank runs the same number of batches: a rank whose share is empty runs its step on one
+sample that the shard marks as counting for nothing. Each batch then travels as a
+:class:`fitkit.distributed.ShardedBatch` holding its share's sizes, which the step reads.
 """
 
 import collections.abc
@@ -246,8 +254,9 @@ class ArraySource:
     """
 
     def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
-                 device=None, steps=None):
+                 device=None, steps=None, shard=None):
         self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.shard = shard  # this rank's part of each batch (more than one process), else None
         self.n = num_samples((x, y, sample_weight), "x, y and sample_weight")
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -311,6 +320,8 @@ class ArraySource:
         self.pass_rng_state = self.generator.get_state() if self.generator is not None else None
         perm = torch.randperm(self.n, generator=self.generator)
         perm = perm.to(self._leaves[0].device) if self._leaves[0].device.type != "cpu" else perm
+        if self._gather_pass and self.shard is not None:
+            perm = perm[self.shard.positions(self.n, self.batch_size)]  # gather this rank's samples alone
         if self._gather_pass:
             self._pass = [t.index_select(0, perm) for t in self._leaves]
         else:
@@ -351,19 +362,50 @@ class ArraySource:
         return self._batches()
 
     def _batches(self):
-        bs, n = self.batch_size, self.n
+        bs, n, shard = self.batch_size, self.n, self.shard
         rebuild, transfer = self._rebuild_batch, self._per_batch_transfer
         while self._cursor < n:
             start = self._cursor
             stop = self._cursor = min(start + bs, n)
-            if self._pass is not None:  # read each batch: map_targets may replace it mid-pass
+            if shard is not None:
+                batch = self._share(start, stop)
+            elif self._pass is not None:  # read each batch: map_targets may replace it mid-pass
                 batch = [t[start:stop] for t in self._pass]
             else:
                 idx = self._perm[start:stop]
                 batch = [t.index_select(0, idx) for t in self._leaves]
             if transfer:
                 batch = [t.to(self.device, non_blocking=True) for t in batch]
-            yield rebuild(batch)[0]
+            yield rebuild(batch)[0] if shard is None else shard.tag(rebuild(batch)[0])
+
+    def _share(self, start, stop):
+        """This rank's part of the global batch ``[start, stop)`` (recorded on the shard as in flight)."""
+        lo, hi = self.shard.split(start, stop)
+        if lo == hi:  # an empty share: one sample, which the shard marks as counting for nothing
+            return [t[:1] for t in self._leaves]
+        if self._pass is self._leaves:  # not shuffled: the samples in their stored order
+            return [t[lo:hi] for t in self._leaves]
+        if self._pass is not None:  # the pass holds this rank's samples alone, batch after batch
+            offset = (start // self.batch_size) * self.shard.share(self.batch_size)[1]
+            return [t[offset:offset + hi - lo] for t in self._pass]
+        idx = self._perm[lo:hi]
+        return [t.index_select(0, idx) for t in self._leaves]
+
+    def gather_plan(self, steps):
+        """How ``predict``'s outputs of ``steps`` batches come together (see :func:`fitkit.distributed.
+        gather_predictions`): ``(positions, counts, kept)``: the place in the output of each rank's rows in
+        rank order, the rows each rank contributes, and which of this rank's rows are real samples."""
+        shard, bs = self.shard, self.batch_size
+        n = min(self.n, steps * bs)
+        positions = [type(shard)(r, shard.world).positions(n, bs) for r in range(shard.world)]
+        sizes = torch.full((n // bs,), bs, dtype=torch.long)
+        if n % bs:
+            sizes = torch.cat([sizes, torch.tensor([n % bs])])
+        base, extra = sizes // shard.world, sizes % shard.world
+        mine = base + (shard.rank < extra).long()
+        rows = mine.clamp_min(1)
+        kept = torch.repeat_interleave(mine > 0, rows).nonzero().reshape(-1)
+        return torch.cat(positions), [len(p) for p in positions], kept
 
     def epoch(self, skip=0):
         """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
@@ -406,16 +448,69 @@ def unpack_x_y_sample_weight(data, what="data: got"):
                      "(x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
 
 
+class ShardSampler(torch.utils.data.DistributedSampler):
+    """torch's ``DistributedSampler`` without its padding: rank ``r`` reads samples ``r, r + world, ...``
+    of the pass's order (the seed plus ``set_epoch``'s epoch, as torch draws it), each sample once.
+
+    With a per-rank batch of ``b`` the ranks' ``k``-th batches together are the ``k``-th global batch of
+    ``world * b`` samples in that order, as one process would read them; a rank left with fewer batches
+    runs empty shares at the end (:class:`LoaderLayout`) instead of reading repeated samples.
+    """
+
+    def __init__(self, dataset, num_replicas, rank, shuffle=True, seed=0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(len(self.dataset), generator=generator).tolist()
+        else:
+            indices = list(range(len(self.dataset)))
+        return iter(indices[self.rank::self.num_replicas])
+
+
+class LoaderLayout:
+    """The batches of a :class:`ShardSampler`'s loader on every rank: how many global steps a pass has
+    (rank 0's batches), and the sizes of this rank's share and of the whole global batch at each step."""
+
+    def __init__(self, n, world, rank, batch_size, drop_last=False):
+        self.n, self.world, self.batch_size, self.drop_last = n, world, batch_size, drop_last
+        self._q, self._s = divmod(n, world)
+        self.mine = self._q + (rank < self._s)  # this rank's samples per pass
+        first = self._q + (self._s > 0)
+        self.steps = first // batch_size if drop_last else math.ceil(first / batch_size)
+
+    def local(self, k):
+        size = min(self.batch_size, max(0, self.mine - k * self.batch_size))
+        return 0 if self.drop_last and size < self.batch_size else size
+
+    def total(self, k):
+        b, world = self.batch_size, self.world
+        if not self.drop_last:
+            return min(world * b, self.n - k * world * b)
+        return b * ((self._s if (self._q + 1) // b > k else 0) + ((world - self._s) if self._q // b > k else 0))
+
+
 class IterableSource:
     """Batches from a DataLoader, generator or any iterable, moved to the device one at a time.
 
     :meth:`new_pass` is a fresh ``iter()`` of a re-iterable (a DataLoader) and the same iterator again for
     a one-shot generator, which sets ``exhausted`` once it has run dry. Which batches make an epoch
-    (``steps``) is Keras's EpochIterator's rule, in :mod:`fitkit.epoch_iterator`.
+    (``steps``) is Keras's EpochIterator's rule, in :mod:`fitkit.epoch_iterator`. With a ``layout`` (a
+    loader sharded by :func:`shard_loader`) every rank runs ``layout.steps`` batches a pass, the missing
+    last ones as empty shares on ``shard``.
     """
 
-    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, casts=None):
+    def __init__(self, iterable, *, device=None, steps=None, class_weight=None, casts=None, shard=None,
+                 layout=None):
         self.iterable = iterable
+        self.layout = layout
+        self.shard = shard if layout is not None else None
+        self._passes = 0      # passes started (a sharded loader's sampler draws pass i's order at set_epoch(i))
+        self._midway = False  # a sharded pass has started and not ended
+        self._dummy = None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.steps = steps
         self.class_weight = class_weight
@@ -432,6 +527,8 @@ class IterableSource:
     @property
     def num_batches(self):
         """Batches in one pass, or None when the iterable does not say."""
+        if self.layout is not None:
+            return self.layout.steps
         try:
             return len(self.iterable)
         except TypeError:
@@ -452,7 +549,59 @@ class IterableSource:
 
     def new_pass(self):
         """An iterator over the batches of a pass, each unpacked, converted, moved and packed as Keras's."""
+        if self.layout is not None:
+            return self._sharded_pass()
         return self._batches(self._raw())
+
+    def resume_pass(self):
+        """None: this source cannot seek, so the epoch iterator starts the pass again (the same order:
+        see :meth:`state_dict`) and drops the batches already done."""
+        return None
+
+    def _sharded_pass(self):
+        """A pass of a sharded loader, kept in step with every rank: ``layout.steps`` batches, the ones this
+        rank's part ran out of as empty shares (one sample that counts for nothing)."""
+        layout, shard = self.layout, self.shard
+        sampler = self.iterable.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._passes)
+        self._passes += 1
+        self._midway = True
+        iterator = iter(self.iterable)
+        for k in range(layout.steps):
+            shard.local, shard.total = layout.local(k), layout.total(k)
+            try:
+                item = next(iterator)
+            except StopIteration:  # this rank's part ran out before the pass did
+                shard.local = 0
+                if self._dummy is None:
+                    self._dummy = self.iterable.collate_fn([self.iterable.dataset[0]])
+                item = self._dummy
+            yield shard.tag(self._converted(item))
+        self._midway = False
+
+    def state_dict(self):
+        """Where a sharded loader is: the pass whose order the current (or next) epoch reads."""
+        if self.layout is None:
+            return None
+        return {"passes": self._passes - 1 if self._midway else self._passes}
+
+    def load_state_dict(self, state):
+        if self.layout is not None and state:
+            self._passes = state["passes"]
+            self._midway = False
+
+    def gather_plan(self, steps):
+        """As :meth:`ArraySource.gather_plan`, for a sharded loader: rank ``r`` read samples ``r, r + world, ...``."""
+        layout, world = self.layout, self.shard.world
+        steps = min(steps, layout.steps)
+        positions = []
+        for r in range(world):
+            other = LoaderLayout(layout.n, world, r, layout.batch_size, layout.drop_last)
+            count = sum(other.local(k) for k in range(steps))
+            positions.append(torch.arange(count) * world + r)
+        mine = positions[self.shard.rank].numel()
+        return torch.cat(positions), [len(p) for p in positions], torch.arange(mine)
 
     def convert(self, item, what="x: an iterable yielded"):
         """One raw batch unpacked, converted (and cast), on the device, with class weights, in Keras's form."""
@@ -465,13 +614,16 @@ class IterableSource:
             sw = apply_class_weight(y, sw, self.class_weight)
         return pack_x_y_sample_weight(x, y, sw)
 
+    def _converted(self, item):
+        batch = self.convert(item)
+        if self.example is None:
+            x, _, _ = unpack_x_y_sample_weight(batch)
+            self.example = map_structure(lambda t: t[:1], x)
+        return batch
+
     def _batches(self, raw):
         for item in raw:
-            batch = self.convert(item)
-            if self.example is None:
-                x, _, _ = unpack_x_y_sample_weight(batch)
-                self.example = map_structure(lambda t: t[:1], x)
-            yield batch
+            yield self._converted(item)
         if self.one_shot:
             self.exhausted = True
 
@@ -503,10 +655,48 @@ def _in_memory(x, y, sample_weight):
     return x, y, sample_weight
 
 
+def _shardable(loader):
+    """Whether a DataLoader reads a map-style dataset through torch's own samplers, which fitkit may swap for
+    a :class:`ShardSampler` (a sampler or batch sampler of the user's own is used as it is)."""
+    sampler = loader.sampler
+    plain = isinstance(sampler, torch.utils.data.SequentialSampler) or (
+        type(sampler) is torch.utils.data.RandomSampler and not sampler.replacement
+        and sampler.num_samples == len(loader.dataset))
+    return plain and _is_dataset(loader.dataset) and loader.batch_size is not None \
+        and type(loader.batch_sampler) is torch.utils.data.BatchSampler
+
+
+def shard_loader(dataset, loader, batch_size, shuffle, generator, shard):
+    """``(loader, layout)``: the dataset read through a :class:`ShardSampler` with this rank's part of the
+    global ``batch_size``, keeping every other setting of the user's ``loader`` (when there is one).
+
+    The sampler's seed is drawn from the model's generator, the same on every rank.
+    """
+    world = shard.world
+    per_rank = max(1, batch_size // world)
+    if per_rank * world != batch_size:
+        warnings.warn(f"batch_size: the global batch of {batch_size} does not split over {world} processes; each "
+                      f"reads {per_rank} samples a step (a global batch of {per_rank * world}). Give a multiple of "
+                      f"{world} to keep {batch_size}.", UserWarning, stacklevel=4)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if shuffle and generator is not None \
+        else 0
+    sampler = ShardSampler(dataset, world, shard.rank, shuffle=shuffle, seed=seed)
+    settings = {}
+    if loader is not None:
+        names = ("num_workers", "collate_fn", "pin_memory", "drop_last", "timeout", "worker_init_fn",
+                 "multiprocessing_context", "generator", "persistent_workers", "pin_memory_device", "in_order")
+        settings = {name: getattr(loader, name) for name in names if hasattr(loader, name)}
+        if loader.num_workers > 0:
+            settings["prefetch_factor"] = loader.prefetch_factor
+    sharded = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler, **settings)
+    layout = LoaderLayout(len(dataset), world, shard.rank, per_rank, bool(settings.get("drop_last", False)))
+    return sharded, layout
+
+
 def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, generator=None, device=None,
-           steps=None, class_weight=None, role="x", casts=None):
+           steps=None, class_weight=None, role="x", casts=None, shard=None):
     """A batch source for any x form fit/evaluate/predict accept; ``casts`` (:class:`InputCasts`) says how
-    the data is cast for the model.
+    the data is cast for the model; with ``shard``, this rank's part of it.
 
     >>> src = source(np.zeros((10, 3)), np.zeros(10), batch_size=4)
     >>> [tuple(b[0].shape) for b in src.epoch()]
@@ -529,13 +719,17 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
                 raise ValueError("class_weight: given without y; class weights are looked up from the targets")
             sw = apply_class_weight(y, sw, table)
         return ArraySource(x, y, sw, batch_size=batch_size or 32, shuffle=shuffle, generator=generator,
-                           device=device, steps=steps)
+                           device=device, steps=steps, shard=shard)
     if y is not None:
         raise ValueError(f"y: got a value together with x of type {type(x).__name__}; a Dataset, DataLoader "
                          "or generator yields its own targets, so y must be None")
     if sample_weight is not None:
         raise ValueError(f"sample_weight: not supported with x of type {type(x).__name__}; yield "
                          "(x, y, sample_weight) from the data instead")
+    if _is_dataset(x) and shard is not None:
+        loader, layout = shard_loader(x, None, batch_size or 32, shuffle, generator, shard)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts, shard=shard,
+                              layout=layout)
     if _is_dataset(x):
         loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
                                              generator=generator if shuffle else None)
@@ -555,6 +749,11 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
         if isinstance(x, (str, bytes)):
             raise ValueError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
                              "or an iterable of batches")
+        if shard is not None and isinstance(x, torch.utils.data.DataLoader) and _shardable(x):
+            shuffled = isinstance(x.sampler, torch.utils.data.RandomSampler)
+            loader, layout = shard_loader(x.dataset, x, x.batch_size, shuffled, generator, shard)
+            return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts,
+                                  shard=shard, layout=layout)
         return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts)
     raise ValueError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
                      "dict of them, a torch Dataset, a DataLoader, a PyDataset, or a generator/iterable of batches")
@@ -595,7 +794,7 @@ def _validation_triple(validation_data):
 
 def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class_weight=None, steps_per_epoch=None,
           validation_split=0.0, validation_data=None, validation_batch_size=None, validation_steps=None,
-          generator=None, device=None, casts=None):
+          generator=None, device=None, casts=None, shard=None):
     """fit's data: ``(train, validation)`` batch sources (validation None when there is none).
 
     ``validation_data`` wins over ``validation_split``, which takes the last samples before shuffling.
@@ -611,8 +810,8 @@ def adapt(x, y=None, sample_weight=None, *, batch_size=None, shuffle=True, class
     else:
         val = None
     train = source(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, generator=generator, device=device,
-                   steps=steps_per_epoch, class_weight=class_weight, casts=casts)
+                   steps=steps_per_epoch, class_weight=class_weight, casts=casts, shard=shard)
     if val is not None:
         val = source(*val, batch_size=validation_batch_size or batch_size, device=device, steps=validation_steps,
-                     role="validation_data", casts=casts)
+                     role="validation_data", casts=casts, shard=shard)
     return train, val

@@ -13,7 +13,8 @@ import threading
 class GracefulInterrupt:
     """A context manager that turns the first SIGINT into a request to stop."""
 
-    def __init__(self):
+    def __init__(self, enabled=True):
+        self.enabled = enabled  # False: Ctrl-C keeps its usual meaning (a run of several processes)
         self.requested = False
         self._previous = None
         self._installed = False
@@ -27,7 +28,7 @@ class GracefulInterrupt:
 
     def __enter__(self):
         # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its usual meaning.
-        if threading.current_thread() is threading.main_thread() and \
+        if self.enabled and threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._installed = True

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, compiled, data, losses, metrics, optimizers, trainer
+from . import checkpoint, compiled, data, distributed, losses, metrics, optimizers, trainer
 from .data import unpack_x_y_sample_weight
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
@@ -126,10 +126,23 @@ class Model(nn.Module):
                 was = self.training
                 self.train(bool(training))
                 try:
-                    return super().__call__(*args, **kwargs)
+                    return self._routed_call(*args, **kwargs)
                 finally:
                     self.train(was)
-        return super().__call__(*args, **kwargs)
+        return self._routed_call(*args, **kwargs)
+
+    def _routed_call(self, *args, **kwargs):
+        # Under DDP, inside fit's (and evaluate's, predict's) steps, `self(x)` (fitkit's steps or a user's
+        # train_step) goes through the DistributedDataParallel wrapper, whose forward calls this model back:
+        # that inner call, and every call outside the steps, is the plain nn.Module call.
+        state = self.__dict__.get("_compiled")
+        if state is None or not state.routing:
+            return super().__call__(*args, **kwargs)
+        state.routing = False
+        try:
+            return state.wrapper(*args, **kwargs)
+        finally:
+            state.routing = True
 
     def _forward_fn(self):
         return self.forward
@@ -159,7 +172,8 @@ class Model(nn.Module):
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
-                scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None):
+                scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None,
+                distribute="auto", fsdp_policy=None):
         """Configure training, as Keras's ``compile``: optimizer, loss, metrics, and (fitkit) a scheduler.
 
         optimizer="rmsprop": a Keras name ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta",
@@ -185,7 +199,16 @@ class Model(nn.Module):
             its rate is then logged as ``learning_rate``. A torch ``ReduceLROnPlateau`` gets
             ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
         device=None (fitkit): where to train; by default a model left on the CPU trains on CUDA, then MPS,
-            when present, and a model the user placed stays where it is.
+            when present, and a model the user placed stays where it is. Under torchrun a process's CUDA
+            device is ``cuda:LOCAL_RANK``.
+        distribute="auto" (fitkit): more than one process, see README "More than one device". ``"auto"``
+            trains data-parallel with ``DistributedDataParallel`` when the script runs under torchrun with
+            more than one process, and alone otherwise; ``"ddp"``; ``"fsdp"`` shards the model with FSDP2's
+            ``fully_shard`` (for a model too big for one device); ``None``: each process trains on its own.
+        fsdp_policy=None (fitkit, with ``distribute="fsdp"``): which submodules get their own
+            ``fully_shard``: a function ``module -> bool`` or a set of module classes
+            (``{TransformerBlock}``); by default each direct child that has parameters. The model itself is
+            always sharded last.
 
         Returns None. A model without trainable parameters compiles (its optimizer holds an empty group).
 
@@ -194,7 +217,8 @@ class Model(nn.Module):
         self._compiled = compiled.build(
             self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, steps_per_execution=steps_per_execution, scheduler=scheduler,
-            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device)
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device,
+            distribute=distribute, fsdp_policy=fsdp_policy)
 
     @property
     def compiled(self):
@@ -372,11 +396,11 @@ class Model(nn.Module):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
         loss = self._compute_loss(x, y, y_pred, sample_weight, training=True)
-        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
+        self._compiled.update_total(loss, _batch_size(y_pred, x))
         if loss.requires_grad:
             optimizer = self._compiled.optimizer
             optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
-            loss.backward()
+            distributed.loss_for_backward(self, loss).backward()  # the global batch's gradient on every rank
             optimizer.step()
         else:
             _nothing_to_train(self, loss)
@@ -388,7 +412,7 @@ class Model(nn.Module):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self._forward(x)
         loss = self._compute_loss(x, y, y_pred, sample_weight, training=False)
-        self._compiled.tracker.update(loss, _batch_size(y_pred, x))
+        self._compiled.update_total(loss, _batch_size(y_pred, x))
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
@@ -552,7 +576,7 @@ class Model(nn.Module):
         batch = self._batch_on_device(x, y, sample_weight, class_weight)
         self.train()
         self.reset_metrics()
-        return evaluate_result(self.train_step(batch), return_dict)
+        return evaluate_result(distributed.one_batch(self, self.train_step)(batch), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) of this batch without training."""
@@ -561,7 +585,7 @@ class Model(nn.Module):
         self.eval()
         self.reset_metrics()
         with torch.no_grad():
-            return evaluate_result(self.test_step(batch), return_dict)
+            return evaluate_result(distributed.one_batch(self, self.test_step)(batch), return_dict)
 
     def predict_on_batch(self, x):
         """Outputs for this batch: NumPy when NumPy went in, CPU tensors otherwise."""
@@ -569,14 +593,15 @@ class Model(nn.Module):
         batch = self._batch_on_device(x)
         self.eval()
         with torch.inference_mode():
-            out = self.predict_step(batch)
+            out = distributed.one_batch(self, self.predict_step)(batch)
         out = data.map_structure(lambda t: t.cpu(), out)
         return data.map_structure(lambda t: t.numpy(), out) if numpy_out else out
 
     # ------------------------------------------------------------------ weights and summary
     def get_weights(self):
-        """Every weight (parameters and buffers) as NumPy arrays, in ``state_dict`` order."""
-        return [v.detach().cpu().numpy().copy() for v in self.state_dict().values()]
+        """Every weight (parameters and buffers) as NumPy arrays, in ``state_dict`` order (whole arrays on every
+        rank for a sharded model: then every rank calls it)."""
+        return [v.detach().cpu().numpy().copy() for v in distributed.full_state_dict(self, everywhere=True).values()]
 
     def set_weights(self, weights):
         """Load weights from a list as returned by :meth:`get_weights` (shapes are checked first)."""
@@ -589,6 +614,10 @@ class Model(nn.Module):
             shape = tuple(np.shape(new))
             if shape != tuple(current.shape):
                 raise ValueError(f"weights: {name} has shape {tuple(current.shape)}; got an array of shape {shape}")
+        if distributed.is_sharded(self):
+            distributed.load_full_state_dict(self, {name: torch.as_tensor(np.asarray(new), dtype=current.dtype)
+                                                    for (name, current), new in zip(state.items(), weights)})
+            return
         with torch.no_grad():
             for current, new in zip(state.values(), weights):
                 current.copy_(torch.as_tensor(np.asarray(new), dtype=current.dtype))
@@ -605,10 +634,28 @@ class Model(nn.Module):
         imports when it can and pickles otherwise. A pickle of torch.nn layers and fitkit classes loads
         safely; one naming other classes needs ``custom_objects`` or ``trusted=True`` in load_model.
 
+        Under torchrun every process calls it, as the unchanged script does (as Keras asks of its workers):
+        the state is gathered from all (whole tensors of an FSDP2-sharded model), rank 0 writes, and the
+        others wait until the file exists. ``if rank == 0: model.save(...)`` would leave rank 0 waiting.
+
         >>> model.save("model.pt")
         >>> model = fitkit.load_model("model.pt")   # compiled, ready to continue training
         """
-        checkpoint.save_model(self, filepath, overwrite=overwrite, architecture=architecture, allow=_allowlist())
+        if distributed.shard_of(self) is None and not distributed.is_sharded(self):
+            checkpoint.save_model(self, filepath, overwrite=overwrite, architecture=architecture, allow=_allowlist())
+            return
+        # More than one process: every rank takes part in gathering the state (whole tensors of a sharded
+        # model, the epoch's sums over the ranks), rank 0 writes, and the others wait until the file exists.
+        checkpoint.check_overwrite(filepath, overwrite)
+        gathered = {"weights": distributed.full_state_dict(self),
+                    "optimizer_state": distributed.full_optimizer_state(self, self.optimizer)
+                    if self._compiled is not None else None,
+                    "training": self.training_state.state_dict(model_state=False),
+                    "structure": self._compiled.unsharded if self._compiled is not None else None}
+        with distributed.one_writer(self) as writing:
+            if writing:
+                checkpoint.save_model(self, filepath, overwrite=True, architecture=architecture, allow=_allowlist(),
+                                      gathered=gathered)
 
     def _weights_owner(self):
         # A wrap()ped module's weights are saved under its own names, so plain torch code can load them.
@@ -618,13 +665,21 @@ class Model(nn.Module):
         """Save the weights as a plain ``state_dict`` file (CPU tensors), atomically.
 
         Plain torch reads it: ``module.load_state_dict(torch.load(filepath))``; a ``wrap()``ped model
-        saves its module's own state_dict (no ``module.`` prefix).
+        saves its module's own state_dict (no ``module.`` prefix). Under torchrun every process calls it
+        (whole tensors, also of a sharded model); rank 0 writes, the others wait for the file.
 
         >>> model.save_weights("weights.pt")
         """
         path = checkpoint.check_overwrite(filepath, overwrite)
-        state = {k: v.detach().cpu() for k, v in self._weights_owner().state_dict().items()}
-        checkpoint.save(state, path)
+        owner = self._weights_owner()
+        if not distributed.is_sharded(self):
+            state = {k: v.detach().cpu() for k, v in owner.state_dict().items()}
+        else:  # whole tensors gathered from every rank's shard (rank 0 gets them)
+            prefix = "module." if owner is not self else ""
+            state = {k[len(prefix):]: v for k, v in distributed.full_state_dict(self).items() if k.startswith(prefix)}
+        with distributed.one_writer(self) as writing:  # rank 0 writes; the others wait for the file
+            if writing:
+                checkpoint.save(state, path)
 
     def load_weights(self, filepath, skip_mismatch=False):
         """Load weights from a ``save_weights`` / ``torch.save(state_dict)`` file, or from a ``save`` file.
@@ -650,7 +705,11 @@ class Model(nn.Module):
             if owner is not self and isinstance(weights, dict) and set(weights) == set(owner.state_dict()):
                 target = owner
         weights = checkpoint.check_weights(target, weights, path, skip_mismatch)
-        target.load_state_dict(weights, strict=not skip_mismatch)
+        if distributed.is_sharded(self):  # whole tensors into each rank's shards
+            prefix = "module." if target is not self else ""
+            distributed.load_full_state_dict(self, {prefix + k: v for k, v in weights.items()}, strict=not skip_mismatch)
+        else:
+            target.load_state_dict(weights, strict=not skip_mismatch)
 
     def summary(self, print_fn=None, input_example=None):
         """Print the layers, their output shapes (once the model has seen data) and parameter counts.
@@ -664,12 +723,12 @@ class Model(nn.Module):
             own = list(module.parameters(recurse=False))
             if module is self or (next(module.children(), None) is not None and not own):
                 continue
-            rows.append((f"{name} ({type(module).__name__})", shapes.get(name, "?"),
+            rows.append((f"{name} ({distributed.original_class(module).__name__})", shapes.get(name, "?"),
                          sum(p.numel() for p in module.parameters())))
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         width = max([30] + [len(r[0]) + 2 for r in rows])
-        lines = [f'Model: "{type(self).__name__}"', "-" * (width + 36),
+        lines = [f'Model: "{distributed.original_class(self).__name__}"', "-" * (width + 36),
                  f"{'Layer (type)':<{width}}{'Output Shape':<24}{'Param #':>12}", "=" * (width + 36)]
         lines += [f"{a:<{width}}{b:<24}{c:>12,}" for a, b, c in rows]
         lines += ["=" * (width + 36), f"Total params: {total:,}", f"Trainable params: {trainable:,}",

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from . import data, preflight
+from . import data, distributed, preflight
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
@@ -25,17 +25,19 @@ from .compiled import require
 from .epoch_iterator import EpochIterator
 from .history import History
 from .interrupt import GracefulInterrupt
-from .logs import LazyLogs, evaluate_result, materialize
+from .logs import LazyLogs, evaluate_result
 
 _VERBOSE = (0, 1, 2, "auto")
 
 
 # ----------------------------------------------------------------------------------------- checks
 
-def _check_verbose(verbose):
+def _check_verbose(verbose, model=None):
     if verbose not in _VERBOSE or isinstance(verbose, bool):
         raise ValueError(f"verbose: got {verbose!r}; expected 0 (silent), 1 (progress bar), 2 (one line per "
                          "epoch) or 'auto'")
+    if not distributed.is_writer(model):
+        return 0  # more than one process: rank 0 alone prints
     return 1 if verbose == "auto" else verbose
 
 
@@ -101,7 +103,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         validation_freq=1, max_epochs=1000, time_budget=None):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     compiled = require(model, "fit")
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     user_callbacks = _as_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
@@ -111,11 +113,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                     validation_freq, steps_per_epoch, validation_steps, validation_batch_size, user_callbacks,
                     shuffle, time_budget)
     state = model.training_state
+    distributed.sync_generator(model, state.generator)  # every rank draws the same data order
     train, val = data.adapt(x, y, sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight,
                             steps_per_epoch=steps_per_epoch, validation_split=validation_split,
                             validation_data=validation_data, validation_batch_size=validation_batch_size,
                             validation_steps=validation_steps, generator=state.generator, device=compiled.device,
-                            casts=data.InputCasts.for_model(model))
+                            casts=data.InputCasts.for_model(model), shard=compiled.shard)
     preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
     k = compiled.steps_per_execution
     train, val = EpochIterator(train, steps_per_execution=k), val and EpochIterator(val, steps_per_execution=k)
@@ -133,7 +136,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     state.source = train
     logs, started = {}, time.perf_counter()
     try:
-        with GracefulInterrupt() as interrupt:
+        # More than one process: Ctrl-C reaches the ranks at different steps, so it keeps its usual meaning.
+        with GracefulInterrupt(enabled=compiled.shard is None) as interrupt:
             cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
@@ -188,16 +192,18 @@ def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, hi
 
 
 def _should_stop(model, train, started, epochs_done, time_budget, last=False):
-    """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will."""
+    """Whether fit ends after this epoch: a callback asked, the data ran out, or the time budget will.
+
+    More than one process: every rank ends together (rank 0's clock decides the time budget)."""
     if train.exhausted and not last:
         if not model.stop_training:
             train.warn_exhausted()  # never silently: epochs were still to come
         model.stop_training = True
         model.stop_reason = model.stop_reason or "data_exhausted"
-    if time_budget is not None and _out_of_time(started, epochs_done, time_budget):
+    if time_budget is not None and distributed.is_writer(model) and _out_of_time(started, epochs_done, time_budget):
         model.stop_training = True
         model.stop_reason = model.stop_reason or "time_budget"
-    return model.stop_training
+    return distributed.agree_to_stop(model)
 
 
 def _auto_validation_split(x, validation_data, validation_split):
@@ -247,23 +253,27 @@ def train_epoch(model, train, cbs, interrupt=None):
     begin = cbs.on_train_batch_begin if cbs.has("on_train_batch_begin") else None
     end = cbs.on_train_batch_end if cbs.has("on_train_batch_end") else None
     per_step = compiled.scheduler is not None and compiled.scheduler_interval == "step"
+    # More than one process: every rank runs every batch (DDP's all-reduce waits for all); a stop asked
+    # by a batch hook takes effect at the epoch's end, where the ranks agree on it.
+    alone = compiled.shard is None
+    train_step = distributed.routed(model, model.train_step)  # under DDP, self(x) goes through the wrapper
     logs = None
     for first, last, batches in train.epoch(skip=state.step):
         if begin:
             begin(first)
         for batch in batches:
-            logs = model.train_step(batch)
+            logs = train_step(batch)
             state.step += 1
             if per_step:
                 step_scheduler(model, logs, per="step")
         if end:
             end(last, _lazy(logs))
         # As Keras: a batch hook (TerminateOnNaN) may stop the epoch; validation and on_epoch_end still run.
-        if model.stop_training or (interrupt is not None and interrupt.requested):
+        if (model.stop_training and alone) or (interrupt is not None and interrupt.requested):
             break
     if interrupt is None or not interrupt.requested:
         state.step = 0  # the epoch is over (Ctrl-C leaves it unfinished, for a backup to record)
-    return materialize(logs)
+    return distributed.reduce_logs(model, logs)  # summed over the ranks first, when there are several
 
 
 def step_scheduler(model, logs, per):
@@ -294,18 +304,19 @@ def evaluate_epoch(model, source, cbs):
     end = cbs.on_test_batch_end if cbs.has("on_test_batch_end") else None
     model.stop_evaluating = False
     cbs.on_test_begin()
+    test_step = distributed.routed(model, model.test_step)
     logs = None
     with torch.no_grad():
         for first, last, batches in source.epoch():
             if begin:
                 begin(first)
             for batch in batches:
-                logs = model.test_step(batch)
+                logs = test_step(batch)
             if end:
                 end(last, _lazy(logs))
             if model.stop_evaluating:
                 break
-    logs = materialize(logs)
+    logs = distributed.reduce_logs(model, logs)
     cbs.on_test_end(logs)
     return logs
 
@@ -314,13 +325,13 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
              callbacks=None, return_dict=False):
     """Loss and metrics of ``model`` on the data; see :meth:`fitkit.Model.evaluate`."""
     compiled = require(model, "evaluate")
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
     source = EpochIterator(data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device,
-                                       steps=steps, casts=data.InputCasts.for_model(model)),
+                                       steps=steps, casts=data.InputCasts.for_model(model), shard=compiled.shard),
                            steps_per_execution=compiled.steps_per_execution)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
@@ -343,7 +354,7 @@ def _concat(outputs):
 
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     """Outputs of ``model`` for every batch of ``x``; see :meth:`fitkit.Model.predict`."""
-    verbose = _check_verbose(verbose)
+    verbose = _check_verbose(verbose, model)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(steps, "steps")
     if x is None:
@@ -351,7 +362,8 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     numpy_out = data.is_numpy_input(x)
     k = model._compiled.steps_per_execution if model._compiled is not None else 1
     source = EpochIterator(data.source(x, batch_size=batch_size, device=model.device, steps=steps,
-                                       casts=data.InputCasts.for_model(model)), steps_per_execution=k)
+                                       casts=data.InputCasts.for_model(model), shard=distributed.shard_of(model)),
+                           steps_per_execution=k)
     cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
@@ -360,12 +372,13 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     model.stop_predicting = False
     cbs.on_predict_begin()
     outputs = []
+    predict_step = distributed.routed(model, model.predict_step)
     with torch.inference_mode():
         for first, last, batches in source.epoch():
             if begin:
                 begin(first)
             done = len(outputs)
-            outputs.extend(model.predict_step(batch) for batch in batches)
+            outputs.extend(predict_step(batch) for batch in batches)
             if end:
                 end(last, {"outputs": outputs[done] if len(outputs) == done + 1 else _concat(outputs[done:])})
             if model.stop_predicting:
@@ -374,7 +387,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     model._input_example = source.example
     if not outputs:
         raise ValueError("x: predict got no batches from the data; expected at least one sample")
-    result = _concat(outputs)
+    result = distributed.gather_predictions(model, source.source, _concat(outputs), len(outputs))  # every rank's, in order
     if numpy_out:
         result = data.map_structure(lambda t: t.numpy(), result)
     return result

@@ -11,7 +11,7 @@ the weights, the optimizer and scheduler states and every global RNG state. ``mo
 >>> other.training_state.load_state_dict(checkpoint.read("state.pt"))         # doctest: +SKIP
 """
 
-from . import checkpoint, seed
+from . import checkpoint, distributed, seed
 
 
 class TrainingState:
@@ -72,12 +72,15 @@ class TrainingState:
             # Never created here: drawing a new generator's seed would move torch's global RNG.
             "generator": self._generator.get_state() if self._generator is not None else None,
             "source": source.state_dict() if callable(getattr(source, "state_dict", None)) else None,
-            "running": compiled.state_dict() if compiled is not None and self.step else None,
+            # More than one process: the sums over every rank (a collective: every rank calls state_dict).
+            "running": distributed.running_sums(compiled) if compiled is not None and self.step else None,
         }
         if model_state:
             state.update({
-                "weights": {k: v.detach() for k, v in model.state_dict().items()},
-                "optimizer": compiled.optimizer.state_dict() if compiled is not None else None,
+                # Whole tensors, also from a model sharded with FSDP2 (gathered: a collective, rank 0 gets them).
+                "weights": distributed.full_state_dict(model),
+                "optimizer": distributed.full_optimizer_state(model, compiled.optimizer) if compiled is not None
+                else None,
                 "scheduler": compiled.scheduler.state_dict()
                 if compiled is not None and compiled.scheduler is not None else None,
                 "rng": checkpoint.get_rng_state(),
@@ -125,16 +128,17 @@ class TrainingState:
             self.check(state)
         model, compiled = self.model, getattr(self.model, "_compiled", None)
         if "weights" in state:
-            model.load_state_dict(state["weights"])
+            distributed.load_full_state_dict(model, state["weights"])
         if state.get("optimizer") is not None:
-            compiled.optimizer.load_state_dict(state["optimizer"])
+            distributed.load_optimizer_state(model, compiled.optimizer, state["optimizer"])
         if state.get("scheduler") is not None:
             compiled.scheduler.load_state_dict(state["scheduler"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
         self.epoch = int(state.get("epoch", self.epoch))
         self.step = int(state.get("step") or 0)
-        self._running = state.get("running") if self.step else None
+        # The saved sums of an unfinished epoch are over every rank: rank 0 alone adds them back.
+        self._running = state.get("running") if self.step and distributed.takes_running(model) else None
         source = self.source
         if state.get("source") is not None and callable(getattr(source, "load_state_dict", None)):
             source.load_state_dict(state["source"])

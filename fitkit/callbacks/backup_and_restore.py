@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from .base import Callback
 
 _LATEST = "latest.pt"
@@ -58,7 +58,8 @@ class BackupAndRestore(Callback):
 
     Backups and resumed runs act after every other callback (the callback moves itself to the end of
     the list), so a backup holds what all of them did at that point. Keep ``backup_dir`` for this run
-    alone. Exact resume of an epoch in the middle needs the data to be arrays/tensors or a ``Dataset``
+    alone. Under torchrun rank 0 writes the backup (every rank takes part in gathering it) and every rank
+    restores it: ``backup_dir`` must be on a filesystem all of them see. Exact resume of an epoch in the middle needs the data to be arrays/tensors or a ``Dataset``
     (a DataLoader or generator is replayed up to the saved batch: exact when it repeats its order).
 
     >>> backup = BackupAndRestore("backup", save_freq=100)
@@ -108,8 +109,9 @@ class BackupAndRestore(Callback):
             callbacks.append(self)
         self._resume, self._resume_state, self._phase, self._save_at_epoch_end = None, None, None, False
         self._since_save, self._position, self._saved_position = 0, None, None
-        checkpoint.remove_stale_temporaries(self._latest)
-        checkpoint.remove_stale_temporaries(self._previous)
+        if distributed.is_writer(self.model):
+            checkpoint.remove_stale_temporaries(self._latest)
+            checkpoint.remove_stale_temporaries(self._previous)
         backup = self._read()
         if backup is None:
             return
@@ -255,29 +257,31 @@ class BackupAndRestore(Callback):
     def _save(self):
         if self._position is None or self._position == self._saved_position:
             return
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_rank() != 0:
-            self._since_save, self._saved_position = 0, self._position
-            return  # one writer: rank 0 (every rank holds the same state)
         model = self.model
         done = self._position[1]
+        # Every rank of a distributed model gathers (whole tensors of a sharded one, the epoch's sums over
+        # the ranks); rank 0 alone writes.
         backup = {
             "format": checkpoint.BACKUP_FORMAT,
             "version": checkpoint.FORMAT_VERSION,
             "state": model.training_state.state_dict(),
             "epoch_begin_rng": self._epoch_begin_rng if done else None,
-            "callbacks": {key: cb.state_dict() for key, cb in self._stateful()},
+            "callbacks": {key: distributed.full_tensors(cb.state_dict()) for key, cb in self._stateful()},
             "stop_training": bool(model.stop_training),
             "stop_reason": model.stop_reason,
             "since_save": 0,
         }
-        os.makedirs(self.backup_dir, exist_ok=True)
-        if self.double_checkpoint and os.path.exists(self._latest):
-            os.replace(self._latest, self._previous)
-        checkpoint.save(backup, self._latest)
+        with distributed.one_writer(model) as writing:
+            if writing:
+                os.makedirs(self.backup_dir, exist_ok=True)
+                if self.double_checkpoint and os.path.exists(self._latest):
+                    os.replace(self._latest, self._previous)
+                checkpoint.save(backup, self._latest)
         self._since_save, self._saved_position = 0, self._position
 
     def _delete(self):
+        if not distributed.is_writer(self.model):
+            return
         for path in (self._latest, self._previous):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)

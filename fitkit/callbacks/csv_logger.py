@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from .. import distributed
 from .base import Callback
 
 
@@ -31,6 +32,7 @@ class CSVLogger(Callback):
     for every key are added anyway (Keras does this so that a later validation fits the header) and
     read ``NA`` where absent. With ``append=True`` rows go to the end of an existing file and the
     header is not written again. Lines end with ``\\r\\n`` (the csv module's excel dialect, as Keras).
+    Under torchrun rank 0 alone writes (the logs are the same on every rank).
 
     >>> logger = CSVLogger("run/log.csv", append=True)
     """
@@ -46,6 +48,8 @@ class CSVLogger(Callback):
         self.csv_file = None
 
     def on_train_begin(self, logs=None):
+        if not distributed.is_writer(self.model):
+            return
         if self.append:
             if os.path.exists(self.filename):
                 with open(self.filename, "r", newline="") as f:
@@ -64,6 +68,8 @@ class CSVLogger(Callback):
         self.keys = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if not distributed.is_writer(self.model):
+            return
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs.keys())

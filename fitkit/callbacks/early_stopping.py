@@ -4,6 +4,7 @@ import copy
 
 import torch
 
+from .. import distributed
 from .monitor import MonitorCallback
 
 
@@ -83,7 +84,7 @@ class EarlyStopping(MonitorCallback):
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
                 print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
-            self.model.load_state_dict(self.best_weights)
+            distributed.load_full_state_dict(self.model, self.best_weights)  # also into a sharded model
 
     def state_dict(self):
         """What a resumed run needs: counters, best value and epoch, and the best weights (not copied)."""

@@ -3,6 +3,7 @@
 import os
 import warnings
 
+from .. import distributed
 from .monitor import MonitorCallback, missing_key_hint
 
 
@@ -11,7 +12,8 @@ class ModelCheckpoint(MonitorCallback):
 
     ``filepath`` is a format string filled with ``epoch`` (1-based), every key of the logs
     (``"{epoch:02d}-{val_loss:.2f}.pt"``) and, for saves every N batches, ``batch`` (1-based within
-    the epoch). Missing parent folders are created. ``save_freq="epoch"`` saves after each epoch; an
+    the epoch). Missing parent folders are created. Under torchrun every rank decides alike and rank 0
+    alone writes (``model.save`` gathers a sharded model's state from every rank). ``save_freq="epoch"`` saves after each epoch; an
     int saves after that many training batches, counted across epoch boundaries. With
     ``save_best_only`` a save happens only when ``monitor`` improves on the best so far, which starts
     at ``initial_value_threshold`` (if given).
@@ -117,7 +119,7 @@ class ModelCheckpoint(MonitorCallback):
                 f"ModelCheckpoint filepath is an existing directory: {filepath}. Give a file path."
             )
         dirname = os.path.dirname(filepath)
-        if dirname:
+        if dirname and distributed.is_writer(self.model):
             os.makedirs(dirname, exist_ok=True)
         if self.save_weights_only:
             self.model.save_weights(filepath)

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import torch
 
+from .. import distributed
 from ..optimizers import current_lr
 from .base import Callback
 
@@ -82,6 +83,7 @@ class TensorBoard(Callback):
     buffer every N epochs; ``write_images=True`` also draws each of them as ``<weight>/image`` in those
     epochs (see :func:`weight_image`), as Keras does. ``write_graph=True`` traces the model on the first
     training batch's input and writes the graph (a model that cannot be traced gets a warning).
+    Under torchrun rank 0 alone writes (the epoch logs are the same on every rank, batch logs are rank 0's).
 
     >>> tb = TensorBoard(log_dir="logs/run1", histogram_freq=1, write_images=True)  # doctest: +SKIP
     """
@@ -132,7 +134,12 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs=None):
         self._global_train_batch = 0
-        if self.write_graph and self._graph_hook is None:
+        if self.write_graph and distributed.is_sharded(self.model):
+            # Tracing runs a forward on rank 0 alone, and a sharded model's forward needs every rank.
+            warnings.warn("TensorBoard cannot write the graph of a model sharded with FSDP; write_graph is "
+                          "ignored.", stacklevel=2)
+            self.write_graph = False
+        if self.write_graph and self._graph_hook is None and distributed.is_writer(self.model):
             self._graph_hook = self.model.register_forward_pre_hook(self._write_graph)
 
     def _write_graph(self, module, args):
@@ -155,7 +162,8 @@ class TensorBoard(Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._global_train_batch += 1
-        if self.update_freq == "epoch" or self._global_train_batch % self.update_freq:
+        if self.update_freq == "epoch" or self._global_train_batch % self.update_freq \
+                or not distributed.is_writer(self.model):
             return
         writer = self._writer("train")
         if self.write_steps_per_second and self._batch_start is not None:
@@ -166,7 +174,7 @@ class TensorBoard(Callback):
 
     def on_test_end(self, logs=None):
         # Keras writes the evaluation values against the training step count as well.
-        if not logs or getattr(self.model, "optimizer", None) is None:
+        if not logs or getattr(self.model, "optimizer", None) is None or not distributed.is_writer(self.model):
             return
         writer = self._writer("val")
         for name, value in dict(logs).items():
@@ -174,6 +182,15 @@ class TensorBoard(Callback):
         writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        writing = distributed.is_writer(self.model)
+        weights = None
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            # Whole tensors of a sharded model are gathered from every rank (a collective): all take part.
+            sharded = distributed.is_sharded(self.model)
+            weights = [(name, distributed.full_tensors(w.detach()) if sharded else w.detach())
+                       for name, w in _model_weights(self.model)]
+        if not writing:
+            return
         logs = dict(logs or {})
         train = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
@@ -191,17 +208,17 @@ class TensorBoard(Callback):
             writer = self._writer(which)
             for name, value in values.items():
                 writer.add_scalar(f"epoch_{name}", float(value), epoch)
-        if self.histogram_freq and epoch % self.histogram_freq == 0:
-            self._log_weights(epoch)
+        if weights is not None:
+            self._log_weights(epoch, weights)
         for writer in self._writers.values():
             writer.flush()
 
-    def _log_weights(self, epoch):
+    def _log_weights(self, epoch, weights):
         """Keras's weight summaries: ``<weight>/histogram``, and ``<weight>/image`` with write_images."""
         writer = self._writer("train")
         with torch.no_grad():
-            for name, weight in _model_weights(self.model):
-                writer.add_histogram(f"{name}/histogram", weight.detach(), epoch)
+            for name, weight in weights:
+                writer.add_histogram(f"{name}/histogram", weight, epoch)
                 if self.write_images:
                     image = weight_image(weight)
                     if image is not None:
