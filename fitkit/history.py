@@ -51,6 +51,8 @@ class History(Callback):
     key the stopping callback watched) and ``restored_epoch`` (the epoch whose weights
     ``EarlyStopping(restore_best_weights=True)`` put back, as with ``fit(epochs="auto")``). The trainer
     alone decides these, before ``on_train_end``; a History driven by hand keeps what it is given.
+    ``nan_loss_epoch`` is the first epoch whose training ``loss`` was NaN or infinite (None if none
+    was): without ``TerminateOnNaN`` such a run goes on with NaN weights, and ``diagnose()`` says so.
     """
 
     def __init__(self):
@@ -62,6 +64,8 @@ class History(Callback):
         self.stop_monitor = None
         # The epoch whose weights EarlyStopping(restore_best_weights=True) put back, when it did.
         self.restored_epoch = None
+        # The first epoch whose training loss was NaN or infinite (diagnose() says what that means).
+        self.nan_loss_epoch = None
         # The epoch index of every value of every key: val_ keys skip epochs when validation_freq > 1.
         self._logged_at = {}
 
@@ -74,6 +78,7 @@ class History(Callback):
         self.interrupted = False
         self.stop_monitor = None
         self.restored_epoch = None
+        self.nan_loss_epoch = None
         if self.model is not None:
             self.model.history = self
 
@@ -82,6 +87,9 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(_plain_float(value))
             self._logged_at.setdefault(key, []).append(epoch)
+        loss = self.history.get("loss", [None])[-1] if "loss" in (logs or {}) else None
+        if self.nan_loss_epoch is None and isinstance(loss, float) and not math.isfinite(loss):
+            self.nan_loss_epoch = epoch
         if self.model is not None:
             self.model.history = self
 
@@ -188,6 +196,7 @@ class History(Callback):
             "interrupted": bool(self.interrupted),
             "stop_monitor": self.stop_monitor,
             "restored_epoch": self.restored_epoch,
+            "nan_loss_epoch": self.nan_loss_epoch,
             "logged_at": {k: list(v) for k, v in self._logged_at.items()},
         }
 
@@ -216,6 +225,7 @@ class History(Callback):
         self.interrupted = bool(data.get("interrupted", False))
         self.stop_monitor = data.get("stop_monitor")
         self.restored_epoch = data.get("restored_epoch")
+        self.nan_loss_epoch = data.get("nan_loss_epoch")
         self._logged_at = {k: [int(e) for e in v] for k, v in (data.get("logged_at") or {}).items()}
 
     def __repr__(self):
