@@ -233,6 +233,10 @@ def apply_class_weight(y, sample_weight, table):
     if isinstance(y, (list, tuple, dict)):
         raise ValueError("class_weight: got a model with several outputs; class_weight needs a single "
                          "target array (use sample_weight instead)")
+    if y.dim() > 2 or y.dim() == 0:
+        raise ValueError(f"class_weight: got targets of shape {tuple(y.shape)}; class weights need class labels "
+                         "of shape (N,) or (N, 1), or one-hot targets (N, C), as in Keras; weight other targets "
+                         "with sample_weight")
     weights = table.lookup(class_indices(y))
     return weights if sample_weight is None else weights * sample_weight
 
