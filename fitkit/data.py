@@ -116,8 +116,9 @@ _FILE_HINT = ("; a file path is not data: load it first, e.g. np.load(path) or "
 
 
 def _described(value):
-    kind = "a path" if isinstance(value, os.PathLike) else f"a {type(value).__name__}"
-    return f"{kind} {os.fspath(value)!r}" if isinstance(value, os.PathLike) else f"{kind} {value!r}"
+    if isinstance(value, os.PathLike):
+        return f"a path {os.fspath(value)!r}"
+    return f"a {type(value).__name__} {value!r}"
 
 
 def tensors(structure, name):

@@ -31,6 +31,7 @@ every compiled loss call still applies to whatever the step passes it. The ahead
 reconciliation also needs metrics given by name (those read targets of either form alike).
 """
 
+import sys
 import warnings
 import weakref
 
@@ -113,10 +114,8 @@ def _same_type(exc, note):
         return None
 
 
-def _stacklevel():
+def stacklevel():
     """``warnings.warn``'s stacklevel that names the first caller outside fitkit (the user's fit line)."""
-    import sys
-
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fitkit":
         frame, level = frame.f_back, level + 1
@@ -208,8 +207,8 @@ def _scan(source, role):
     stats = {}
     for part, structure in (("x", source.x), ("y", source.y), ("sample_weight", source.sample_weight)):
         for t in data.flatten(structure):
-            if t.numel() == 0:
-                continue
+            if t.numel() == 0 or not (t.is_floating_point() or part == "y"):
+                continue  # integer inputs (token ids) hold no NaN; only targets need their range
             lo, hi = _range(t)
             stats[id(t)] = (lo, hi)
             if t.is_floating_point() and not (abs(lo) < float("inf") and abs(hi) < float("inf")):
@@ -219,7 +218,7 @@ def _scan(source, role):
                     f"{part if role == 'x' else role}: {bad} of the {t.numel()} values in {where} (shape "
                     f"{tuple(t.shape)}) are NaN or infinite; a batch that holds one gives a NaN loss and, after "
                     "its step, NaN weights. Fix: drop or impute them before fit (np.nan_to_num, or a mask).",
-                    UserWarning, stacklevel=_stacklevel())
+                    UserWarning, stacklevel=stacklevel())
     return stats
 
 
@@ -414,14 +413,14 @@ def _check_probabilities(compiled, loss, y_pred, output, producer):
     warned = _WARNED.setdefault(compiled, set())
     if (id(loss), message[:60]) not in warned:
         warned.add((id(loss), message[:60]))
-        warnings.warn(message, UserWarning, stacklevel=_stacklevel())
+        warnings.warn(message, UserWarning, stacklevel=stacklevel())
 
 
 # ----------------------------------------------------------------------------------------- labels
 
-def _label_stats(t, rule):
-    """``(min, max, fractional)`` of one target tensor, for ``rule``."""
-    lo, hi = _range(t)
+def _label_stats(t, rule, known=None):
+    """``(min, max, fractional)`` of one target tensor, for ``rule`` (``known``: its min and max)."""
+    lo, hi = known or _range(t)
     fractional = rule.kind == "index" and t.is_floating_point() and lo == lo and hi == hi \
         and bool((t != t.trunc()).any())
     return lo, hi, fractional
@@ -439,16 +438,31 @@ def _check_labels(source, rules, stats, first_y):
             t = rule.pick(y)
             if not isinstance(t, torch.Tensor):
                 continue
-            lo, hi = stats.get(id(t)) or _range(t)
-            fractional = rule.kind == "index" and t.is_floating_point() and lo == lo and hi == hi \
-                and bool((t != t.trunc()).any())
-            rule.check(t, lo, hi, fractional)
+            rule.check(t, *_label_stats(t, rule, stats.get(id(t))))
+        return
+    whole = _all_targets(source)
+    if whole is not None:  # a DataLoader over a TensorDataset: all its targets at once, no per-batch check
+        for rule in rules:
+            t = rule.pick(whole)
+            rule.check(t, *_label_stats(t, rule))
         return
     if isinstance(source, data.IterableSource):
         check = BatchLabels(rules)
         check(None, first_y, None)
         check.end_epoch()
         source.batch_check = check
+
+
+def _all_targets(source):
+    """Every target an iterable source will yield, when they lie in one tensor it can read now: a
+    DataLoader with the default collation over a TensorDataset of (x, y) or (x, y, sample_weight)."""
+    loader = getattr(source, "iterable", None)
+    if not isinstance(loader, torch.utils.data.DataLoader) or \
+            not isinstance(loader.dataset, torch.utils.data.TensorDataset) or \
+            loader.collate_fn not in (torch.utils.data.default_collate, torch.utils.data.default_convert):
+        return None
+    tensors = loader.dataset.tensors
+    return tensors[1] if len(tensors) in (2, 3) else None
 
 
 class BatchLabels:

@@ -202,7 +202,7 @@ def _validation_logs(model, val, cbs):
         warnings.warn("validation_data: the iterable yielded no batches for this epoch's validation (a generator "
                       "is used up by its first pass); val_ values are NaN from here on. Fix: pass a re-iterable "
                       "(arrays, a list of batches, a Dataset or a DataLoader), or an endless generator with "
-                      "validation_steps.", UserWarning, stacklevel=2)
+                      "validation_steps.", UserWarning, stacklevel=preflight.stacklevel())
     return {name: math.nan for name in model._compiled.log_names()}
 
 
