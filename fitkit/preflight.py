@@ -2,8 +2,8 @@
 reconciled once, from the model's first outputs.
 
 :func:`run` takes a first batch of the training data (and of the validation data) before any callback
-begins, computes the model's outputs for it without training (evaluation mode, no gradients, every RNG
-as it was), and checks, raising before any weight, optimizer state or file changes:
+begins, computes the model's outputs for it without training (evaluation mode, no step, every RNG as
+it was), and checks, raising before any weight, optimizer state or file changes:
 
 * the data is not empty (arrays of 0 samples, an empty Dataset, a generator that yields nothing);
 * NaN or infinite values in in-memory x, y or sample_weight (a warning, one pass over the data);
@@ -201,21 +201,30 @@ def _range(t):
     return lo.item(), hi.item()
 
 
+def _named_leaves(structure, name):
+    """``(name, tensor)`` for each tensor of a structure: ``x``, ``x[0]``, ``x['image']``."""
+    if isinstance(structure, dict):
+        return [leaf for k, v in structure.items() for leaf in _named_leaves(v, f"{name}[{k!r}]")]
+    if isinstance(structure, (list, tuple)):
+        return [leaf for i, v in enumerate(structure) for leaf in _named_leaves(v, f"{name}[{i}]")]
+    return [] if structure is None else [(name, structure)]
+
+
 def _scan(source, role):
     """One pass over an in-memory source's tensors: their ``(min, max)`` by tensor id, and a warning for
     NaN or infinite values in x, y or sample_weight."""
     stats = {}
+    prefix = "" if role == "x" else f"{role}'s "
     for part, structure in (("x", source.x), ("y", source.y), ("sample_weight", source.sample_weight)):
-        for t in data.flatten(structure):
+        for name, t in _named_leaves(structure, part):
             if t.numel() == 0 or not (t.is_floating_point() or part == "y"):
                 continue  # integer inputs (token ids) hold no NaN; only targets need their range
             lo, hi = _range(t)
             stats[id(t)] = (lo, hi)
             if t.is_floating_point() and not (abs(lo) < float("inf") and abs(hi) < float("inf")):
                 bad = int((~torch.isfinite(t)).sum())
-                where = part if role == "x" else f"{role}'s {part}"
                 warnings.warn(
-                    f"{part if role == 'x' else role}: {bad} of the {t.numel()} values in {where} (shape "
+                    f"{part if role == 'x' else role}: {bad} of the {t.numel()} values in {prefix}{name} (shape "
                     f"{tuple(t.shape)}) are NaN or infinite; a batch that holds one gives a NaN loss and, after "
                     "its step, NaN weights. Fix: drop or impute them before fit (np.nan_to_num, or a mask).",
                     UserWarning, stacklevel=stacklevel())
@@ -265,10 +274,10 @@ class _LabelRule:
     """What one loss accepts as targets: class indices in ``[0, classes)`` ("index"), or values in
     ``[low, high]`` ("range"); ``check(lo, hi, fractional)`` raises naming what was found."""
 
-    def __init__(self, loss, pick, kind, classes=None, low=0.0, high=1.0, ignored=None, output=None):
+    def __init__(self, loss, pick, kind, classes=None, low=0.0, high=1.0, ignored=None, output=None, fix=None):
         self.loss, self.pick, self.kind = loss, pick, kind
         self.classes, self.low, self.high, self.ignored = classes, low, high, ignored
-        self.output = output
+        self.output, self.fix = output, fix
 
     def _where(self):
         return f" for output {self.output!r}" if self.output is not None else ""
@@ -280,17 +289,15 @@ class _LabelRule:
                              "or impute the NaN targets")
         if self.kind == "range":
             if lo < self.low or hi > self.high:
-                fix = ("for several classes use 'sparse_categorical_crossentropy' (nn.CrossEntropyLoss) with one "
-                       "output unit per class; for -1/1 labels map them to 0/1") if self.high == 1.0 else \
-                    "map the labels to -1/1 (or 0/1)"
-                raise ValueError(f"y: got targets from {_num(lo)} to {_num(hi)}{self._where()} for the loss {name!r}, "
-                                 f"which needs values in [{_num(self.low)}, {_num(self.high)}]. Fix: {fix}")
+                raise ValueError(f"y: got targets from {_num(lo)} to {_num(hi)}{self._where()} for the loss "
+                                 f"{name!r}, which needs values in [{_num(self.low)}, {_num(self.high)}]. Fix: "
+                                 f"{self.fix}")
             return
         if fractional:
             example = f" (such as {_num(float(t[t != t.trunc()][0]))})" if t is not None else ""
-            raise ValueError(f"y: got fractional labels{example}{self._where()} for the class-index loss {name!r}; it needs "
-                             f"integer class indices in [0, {self.classes}), and torch would truncate these. Fix: "
-                             "round the labels, or use 'categorical_crossentropy' for soft targets")
+            raise ValueError(f"y: got fractional labels{example}{self._where()} for the class-index loss {name!r}; "
+                             f"it needs integer class indices in [0, {self.classes}), and torch would truncate "
+                             "these. Fix: round the labels, or use 'categorical_crossentropy' for soft targets")
         if lo < 0 or hi >= self.classes:
             lo, hi = self._without_ignored(t, lo, hi)
         if lo < 0 or hi >= self.classes:
@@ -312,20 +319,27 @@ def _num(v):
     return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
 
 
+_BINARY_FIX = ("for several classes use 'sparse_categorical_crossentropy' (nn.CrossEntropyLoss) with one output "
+               "unit per class; for -1/1 labels map them to 0/1")
+
+
 def _label_rule(loss, pick, y_true, y_pred, output):
     """The :class:`_LabelRule` of ``loss`` for these shapes, or None when it takes any values."""
     kind, logits = getattr(loss, "kind", None), getattr(loss, "from_logits", None)
     if kind == "sparse_categorical":
         if isinstance(loss, TorchLoss) and tuple(y_true.shape) == tuple(y_pred.shape):
-            return _LabelRule(loss, pick, "range", output=output)  # class probabilities
+            return _LabelRule(loss, pick, "range", output=output,  # class probabilities
+                              fix="give class probabilities in [0, 1], or class indices of shape (N,)")
         classes = y_pred.shape[_class_axis(loss, y_pred)]
         return _LabelRule(loss, pick, "index", classes=classes, ignored=getattr(loss, "ignored_label", None),
                           output=output)
     if kind == "binary":
-        low = -1.0 if logits is None else 0.0  # hinge losses take -1/1 labels
-        return _LabelRule(loss, pick, "range", low=low, output=output)
+        if logits is None:  # hinge losses take -1/1 (or 0/1) labels
+            return _LabelRule(loss, pick, "range", low=-1.0, output=output, fix="map the labels to -1/1 (or 0/1)")
+        return _LabelRule(loss, pick, "range", output=output, fix=_BINARY_FIX)
     if kind == "categorical" and logits is not None and not isinstance(loss, TorchLoss):
-        return _LabelRule(loss, pick, "range", output=output)  # one-hot or probabilities
+        return _LabelRule(loss, pick, "range", output=output,  # one-hot or probabilities
+                          fix="give one-hot targets (np.eye(classes)[labels]) or class probabilities")
     return None
 
 
@@ -340,7 +354,12 @@ def _check_outputs(compiled, y, y_pred, producers):
         y_true = pick(y)
         if not isinstance(y_true, torch.Tensor):
             continue
-        loss.check_targets(y_true, out)
+        try:
+            loss.check_targets(y_true, out)
+        except ValueError as exc:
+            if output is None or not str(exc).startswith("y: "):
+                raise
+            raise ValueError(f"y: for output {output!r}, {str(exc)[3:]}") from None
         _check_units(loss, out, output)
         rule = _label_rule(loss, pick, y_true, out, output)
         if rule is not None:

@@ -435,3 +435,23 @@ def test_a_custom_train_step_gets_no_loss_checks_but_every_loss_call_still_check
     assert model.forwards == 5  # no forward pass of fit's own before the steps
     with pytest.raises(ValueError, match=r"^y: got targets of shape \(8, 3\)"):
         fitkit.Model.train_step(model, (torch.as_tensor(x[:8]), torch.zeros(8, 3), None))
+
+
+def test_each_output_of_a_model_with_several_is_checked_against_its_loss():
+    class Two(fitkit.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 3), nn.Linear(5, 1)
+
+        def forward(self, x):
+            return {"cls": self.a(x), "reg": self.b(x)}
+
+    x, _ = _xy(20)
+    model = Two()
+    model.compile(optimizer="sgd", loss={"cls": nn.CrossEntropyLoss(), "reg": "mse"})
+    good = {"cls": np.zeros(20, np.int64), "reg": np.zeros((20, 1), np.float32)}
+    _fit_refused(model, x, {**good, "cls": np.r_[5, np.zeros(19, np.int64)]},
+                 match=r"^y: got labels from 0 to 5 for output 'cls' for the loss 'CrossEntropyLoss'")
+    _fit_refused(model, x, {**good, "reg": np.zeros((20, 3), np.float32)},
+                 match=r"^y: for output 'reg', got targets of shape \(20, 3\) for model outputs of shape \(20, 1\)")
+    model.fit(x, good, verbose=0)

@@ -4,10 +4,11 @@ never a silent broadcast of targets, never labels the loss cannot take.
 
 Hypothesis draws the arguments (epochs, initial_epoch, batch_size, validation_split, shuffle, class_weight),
 the data (samples, features, target shapes, dtypes and values) and the input form (NumPy, tensors, a
-TensorDataset, a Dataset, a DataLoader, a generator), for a one-layer model and the common losses. An oracle written here, independently of fitkit, says whether the targets fit the loss;
-``_valid_arguments`` whether the rest is valid: both right means fit must train, either wrong that it must
-raise. The examples are bounded (``max_examples``) and drawn the same way on every run (``derandomize``), so
-the file runs in well under a minute and fails, when it does, on every machine alike.
+TensorDataset, a Dataset, a DataLoader, a generator), for a one-layer model and the common losses. An
+oracle written here, independently of fitkit, says whether the targets fit the loss; ``_valid_arguments``
+whether the rest is valid: both right means fit must train, either wrong that it must raise. The
+examples are bounded (``max_examples``) and drawn the same way on every run (``derandomize``), so the
+file runs in well under a minute and fails, when it does, on every machine alike.
 """
 
 import re
