@@ -624,6 +624,10 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
         if isinstance(x, torch.utils.data.DataLoader) and _is_dataset(x.dataset) and _length(x.dataset) == 0:
             raise ValueError(f"{role}: got a DataLoader over an empty {type(x.dataset).__name__} (len 0); "
                              "expected at least one sample")
+        if isinstance(x, torch.utils.data.DataLoader) and _length(x) == 0:
+            raise ValueError(f"{role}: got a DataLoader that yields no batches (drop_last=True with "
+                             f"{_length(x.dataset)} samples and batch_size={x.batch_size}); expected at least one "
+                             "batch: lower batch_size or pass drop_last=False")
         return IterableSource(x, device=device, steps=steps, class_weight=table, role=role)
     raise TypeError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
                     "dict of them, a torch Dataset, a DataLoader, or a generator/iterable of batches")

@@ -338,6 +338,9 @@ def test_logits_given_to_nn_bceloss_are_an_error_before_the_step_fails():
      r"^x: got an empty Subset \(len 0\)"),
     (lambda: (torch.utils.data.DataLoader(torch.utils.data.Subset(torch.utils.data.TensorDataset(
         torch.zeros(4, 5)), [])),), r"^x: got a DataLoader over an empty Subset"),
+    (lambda: (torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(5, 5), torch.zeros(5, 1)),
+                                          batch_size=8, drop_last=True),),
+     r"^x: got a DataLoader that yields no batches \(drop_last=True with 5 samples and batch_size=8\)"),
     (lambda: (iter([]),), r"^x: the list_iterator yielded no batches"),
     (lambda: ((b for b in []),), r"^x: the generator yielded no batches"),
     (lambda: (iter([(torch.zeros(0, 5), torch.zeros(0, 1))]),), r"^x: a batch holds 0 samples"),
