@@ -87,7 +87,7 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(_plain_float(value))
             self._logged_at.setdefault(key, []).append(epoch)
-        loss = self.history.get("loss", [None])[-1] if "loss" in (logs or {}) else None
+        loss = self.history["loss"][-1] if "loss" in (logs or {}) else None
         if self.nan_loss_epoch is None and isinstance(loss, float) and not math.isfinite(loss):
             self.nan_loss_epoch = epoch
         if self.model is not None:
