@@ -27,8 +27,10 @@ import io
 import os
 import pickle
 import random
+import signal
 import sys
 import tempfile
+import threading
 import types
 import warnings
 
@@ -79,48 +81,138 @@ def _temporary_prefix(path):
     return f".{os.path.basename(path)}."
 
 
+def _pid_alive(pid):
+    """Whether process ``pid`` runs (its temporary file may be a write in progress)."""
+    if os.name != "posix":
+        return True  # no harmless probe there (os.kill(pid, 0) would send Ctrl-C on Windows): keep its file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
 @contextlib.contextmanager
-def atomic_write(filepath):
+def _interrupts_held():
+    """Hold a Ctrl-C (SIGINT) back while a temporary file is created or removed, and deliver it right
+    after: an interrupt cannot land between the file's creation and the code that removes it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError, TypeError):
+        yield
+        return
+    if previous is None:  # a handler not set from Python: put back the default
+        previous = signal.SIG_DFL
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)  # handled as it would have been, now that it is safe
+
+
+def _user_error(exc, path, what):
+    """An OSError of creating the temporary file, said of the user's ``path`` (the same type)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, FileNotFoundError):
+        why = f"its folder {folder!r} does not exist; create it first (os.makedirs(folder, exist_ok=True))"
+    elif isinstance(exc, PermissionError):
+        why = f"no permission to write in its folder {folder!r} (read-only?); choose another path"
+    else:
+        why = f"{exc.strerror or exc}"
+    return type(exc)(f"{what}: cannot write {path!r}: {why}")
+
+
+@contextlib.contextmanager
+def atomic_write(filepath, what="filepath"):
     """A binary file to write that replaces ``filepath`` only once it is complete and on disk.
 
-    On any exception (Ctrl-C included) the temporary file is removed and ``filepath`` is untouched.
+    On any exception (Ctrl-C included, at any instant) the temporary file is removed and ``filepath``
+    is untouched; temporary files that earlier writes of ``filepath`` left when killed outright
+    (SIGKILL, power loss) are removed first. An error creating the file names ``filepath`` and says
+    what is wrong (a missing or read-only folder), as ``what: ...``.
 
     >>> with atomic_write("model.pt") as f:       # doctest: +SKIP
     ...     torch.save(obj, f)
     """
     path = os.fspath(filepath)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=folder)
+    if os.path.isdir(folder):
+        remove_stale_temporaries(path)
+    tmp = f = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        with _interrupts_held():
+            try:
+                # The writer's pid in the name: a later write removes only files of writers that are gone.
+                fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=".tmp",
+                                           dir=folder)
+            except OSError as exc:
+                raise _user_error(exc, path, what) from None
+            f = os.fdopen(fd, "wb")
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes the file private (0600); give it the mode a plain open() would have.
         os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        with _interrupts_held():
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:
+            # torch.save's zip writer turns a Ctrl-C inside it into a RuntimeError as it closes: Ctrl-C it is.
+            raise interrupt.with_traceback(interrupt.__traceback__) from None
         raise
     _fsync_folder(folder)
 
 
+def _interrupt_behind(exc):
+    """The KeyboardInterrupt that ``exc`` (not itself one) was raised while handling, or None."""
+    seen = exc.__context__
+    while seen is not None and not isinstance(exc, KeyboardInterrupt):
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__context__
+    return None
+
+
 def remove_stale_temporaries(filepath):
-    """Delete temporary files that writes of ``filepath`` killed mid-way (SIGKILL, power loss) left."""
+    """Delete temporary files that writes of ``filepath`` killed mid-way (SIGKILL, power loss) left.
+
+    A temporary file names its writer's process: the file of a writer that still runs (another process
+    writing the same path now, or this one) is kept; so are those of other writers on Windows, where no
+    process can be probed harmlessly.
+    """
     path = os.fspath(filepath)
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temporary_prefix(path)
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
-            if name.startswith(prefix) and name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(folder, name))
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            writer = name[len(prefix):].split(".")[0]
+            if writer.isdigit() and "." in name[len(prefix):-len(".tmp")] and \
+                    (int(writer) == os.getpid() or _pid_alive(int(writer))):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
 
 
-def save(obj, filepath):
+def save(obj, filepath, what="filepath"):
     """``torch.save(obj, filepath)``, atomically (see :func:`atomic_write`)."""
-    with atomic_write(filepath) as f:
+    with atomic_write(filepath, what) as f:
         torch.save(obj, f)
 
 
@@ -163,11 +255,22 @@ def read(filepath, what="filepath", hint=""):
         raise TypeError(f"{what}: got {filepath!r}; expected a str or os.PathLike file path") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: no file at {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        # torch.save writes a zip archive (or, in its legacy format, a pickle): this is neither.
+        raise CorruptCheckpointError(f"{what}: {path!r} is not a fitkit or torch checkpoint file (it starts with "
+                                     f"{head!r}, not a zip archive or a pickle); pass a file written by "
+                                     "Model.save, save_weights or torch.save")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
             names = _globals_in(path)
+            if not names and head[:2] != b"PK":
+                raise CorruptCheckpointError(f"{what}: {path!r} is not a fitkit or torch checkpoint file that can "
+                                             "be read (not a zip archive, and its pickle is damaged or foreign)") \
+                    from None
             listed = f" ({', '.join(names)})" if names else ""
             raise UntrustedCheckpointError(
                 f"{what}: {path!r} holds pickled Python objects{listed}, not only tensors and plain data, "
@@ -467,6 +570,58 @@ def describe_optimizer(optimizer, named_parameters, state=None):
             "state": optimizer.state_dict() if state is None else state}
 
 
+def _short(path):
+    return path.rsplit(":", 1)[-1] if isinstance(path, str) else str(path)
+
+
+_SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "base_lr", "max_momentum", "base_momentum"})
+
+
+def check_optimizer_state(optimizer, saved, saved_class=None, what="filepath",
+                          remedy="Build and compile the model as the saved one was."):
+    """Raise a ValueError naming how a saved optimizer ``state_dict`` differs from ``optimizer`` before any
+    of it is loaded: another class (by ``saved_class``, a :func:`class_path`), other param group sizes,
+    other hyperparameters (SGD's momentum against Adam's betas, say: loading those fails half-way)."""
+    if not isinstance(saved, dict) or "param_groups" not in saved or "state" not in saved:
+        raise ValueError(f"{what}: the saved optimizer state is not a torch optimizer state_dict. {remedy}")
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    have = [len(g["params"]) for g in optimizer.param_groups]
+    # LR schedulers add their own keys to the groups: they say nothing of the optimizer's class.
+    ignored = {"params"} | _SCHEDULER_KEYS
+    saved_keys = set(saved["param_groups"][0]) - ignored if sizes else set()
+    have_keys = set(optimizer.param_groups[0]) - ignored if have else set()
+    keys = (f" (it has the hyperparameters {sorted(saved_keys - have_keys)} and lacks "
+            f"{sorted(have_keys - saved_keys)})") if saved_keys != have_keys else ""
+    mine = type(optimizer).__name__
+    if saved_class is not None and saved_class != class_path(optimizer):
+        raise ValueError(f"{what}: the saved optimizer is a {_short(saved_class)}, not a {mine} like this "
+                         f"model's{keys}. {remedy}")
+    if keys:
+        raise ValueError(f"{what}: the saved optimizer is not a {mine} like this model's{keys}. {remedy}")
+    if sizes != have:
+        raise ValueError(f"{what}: the saved optimizer has param groups of sizes {sizes}; this model's {mine} "
+                         f"has {have}. {remedy}")
+
+
+def check_scheduler_state(scheduler, saved, saved_class=None, what="filepath",
+                          remedy="Build and compile the model as the saved one was."):
+    """Raise a ValueError naming how a saved LR scheduler ``state_dict`` differs from ``scheduler``
+    (another class, other attributes) before any of it is loaded: a scheduler's ``load_state_dict``
+    copies whatever it is given, so a StepLR's state would silently turn a CosineAnnealingLR into a
+    hybrid of both."""
+    have_class = class_path(scheduler)
+    if saved_class is not None and saved_class != have_class:
+        raise ValueError(f"{what}: the saved scheduler is a {_short(saved_class)}; this model's is a "
+                         f"{_short(have_class)}. {remedy}")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{what}: the saved scheduler state is not a torch scheduler state_dict. {remedy}")
+    have = set(scheduler.state_dict())
+    missing, extra = sorted(have - set(saved)), sorted(set(saved) - have)
+    if saved_class is None and (missing or extra):
+        raise ValueError(f"{what}: the saved scheduler is not a {type(scheduler).__name__} like this model's: it "
+                         f"has {extra} and lacks {missing}. {remedy}")
+
+
 def build_optimizer(description, named_parameters, custom_objects=None, trusted=False):
     """The optimizer :func:`describe_optimizer` described, on these parameters (its state not loaded yet)."""
     cls = resolve_class(description["class"], torch.optim.Optimizer, "optimizer", custom_objects, trusted)
@@ -683,6 +838,12 @@ def _compile(model, entry, allow, custom_objects, trusted):
     elif described is not None:
         warnings.warn(f"load_model: the {described['class']} scheduler was not saved ({described['unsaved']}); the "
                       "model is compiled without a scheduler.", stacklevel=4)
+    # The file's optimizer state must fit the optimizer rebuilt from it: the class it names (or the one
+    # custom_objects maps that name to) may have changed since. Checked before compile, so a mismatch
+    # leaves nothing half-loaded. The class itself is the file's own choice: no class name to compare.
+    check_optimizer_state(optimizer, entry["optimizer"]["state"], None,
+                          remedy=f"The class {_short(entry['optimizer']['class'])} has changed since the file was "
+                                 "saved; pass compile=False and compile the model yourself.")
     model.compile(optimizer=optimizer, scheduler=scheduler, **kwargs)
     # After compile placed the parameters: the state follows them to their device.
     optimizer.load_state_dict(entry["optimizer"]["state"])

@@ -19,12 +19,15 @@ sample that the shard marks as counting for nothing. Each batch then travels as 
 """
 
 import collections.abc
+import itertools
 import math
+import os
 import warnings
 
 import numpy as np
 import torch
 
+from . import checkpoint
 from .epoch_iterator import EpochIterator
 from .py_dataset import PyDatasetSource, is_sequence
 
@@ -103,6 +106,9 @@ def to_tensor(value, name, float_dtype=torch.float32):
     dtype; float32 by default), as Keras casts float64 arrays to floatx."""
     if isinstance(value, torch.Tensor):
         return value.to(float_dtype) if value.dtype == torch.float64 and float_dtype != torch.float64 else value
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise ValueError(f"{name}: got {_described(value)}; expected numbers (a NumPy array or a torch tensor)"
+                         f"{_FILE_HINT if not isinstance(value, bytes) else ''}")
     if not isinstance(value, np.ndarray):
         try:
             value = np.asarray(value)
@@ -118,6 +124,16 @@ def to_tensor(value, name, float_dtype=torch.float32):
         value = np.ascontiguousarray(value).copy()
     tensor = torch.from_numpy(value)
     return tensor.to(float_dtype) if tensor.dtype == torch.float64 and float_dtype != torch.float64 else tensor
+
+
+_FILE_HINT = ("; a file path is not data: load it first, e.g. np.load(path) or "
+              "pandas.read_csv(path).to_numpy()")
+
+
+def _described(value):
+    if isinstance(value, os.PathLike):
+        return f"a path {os.fspath(value)!r}"
+    return f"a {type(value).__name__} {value!r}"
 
 
 def tensors(structure, name, float_dtype=torch.float32):
@@ -182,6 +198,30 @@ def num_samples(structure, name):
     return sizes.pop()
 
 
+def check_batch_samples(x, y, sample_weight, role="x"):
+    """Raise a ValueError unless the x, y and sample_weight of one batch share a non-zero first dimension.
+
+    Run on every batch of an iterable (a shape read, no device work): a generator whose y has one row
+    for a batch of 32 inputs would otherwise be broadcast by the loss.
+    """
+    if type(x) is torch.Tensor and type(y) is torch.Tensor and sample_weight is None \
+            and x.dim() and y.dim() and x.shape[0] == y.shape[0] != 0:
+        return  # the usual batch, decided without building lists
+    sizes = []
+    for part, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+        for t in flatten(value):
+            sizes.append((part, t.shape[0] if t.dim() else None))
+    if any(n is None for _, n in sizes):
+        raise ValueError(f"{role}: a batch holds a 0-dimensional value; expected arrays whose first axis is "
+                         "the batch's samples")
+    if len({n for _, n in sizes}) > 1:
+        found = ", ".join(f"{n} in {part}" for part, n in dict.fromkeys(sizes))
+        raise ValueError(f"{role}: a batch holds different numbers of samples ({found}); expected x, y and "
+                         "sample_weight of a batch to share their first dimension")
+    if sizes and sizes[0][1] == 0:
+        raise ValueError(f"{role}: a batch holds 0 samples; expected at least one sample per batch")
+
+
 def is_numpy_input(x):
     """Whether the user gave NumPy data (predict then answers in NumPy)."""
     leaves = flatten(x) if isinstance(x, (list, tuple, dict)) else [x]
@@ -199,19 +239,39 @@ def move(structure, device, non_blocking=False):
 
 # ----------------------------------------------------------------------------------------- weights
 
+class ClassWeights:
+    """``class_weight`` as two sorted tensors, class indices and their weights, looked up per sample with
+    ``searchsorted``: no table as long as the largest class index, no host sync; a label not listed
+    (a negative one too) weighs 1.
+
+    >>> ClassWeights({0: 1.0, 10**9: 3.0}).lookup(torch.tensor([0, 5, -1, 10**9])).tolist()
+    [1.0, 1.0, 1.0, 3.0]
+    """
+
+    def __init__(self, class_weight, name="class_weight"):
+        if not isinstance(class_weight, dict) or not class_weight:
+            raise ValueError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
+        for key, value in class_weight.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+                raise ValueError(f"{name}: got the key {key!r}; expected non-negative integer class indices")
+            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+                raise ValueError(f"{name}: got the weight {value!r} for class {key}; expected a number")
+        keys = sorted(int(k) for k in class_weight)
+        self.keys = torch.tensor(keys, dtype=torch.int64)
+        self.values = torch.tensor([float(class_weight[k]) for k in keys], dtype=torch.float32)
+
+    def lookup(self, idx):
+        """The weight of each class index in ``idx`` (any shape), on ``idx``'s device."""
+        if self.keys.device != idx.device:
+            self.keys, self.values = self.keys.to(idx.device), self.values.to(idx.device)
+        idx = idx.long()
+        pos = torch.searchsorted(self.keys, idx).clamp_(max=self.keys.numel() - 1)
+        return torch.where(self.keys[pos] == idx, self.values[pos], torch.ones((), device=idx.device))
+
+
 def class_weight_table(class_weight, name="class_weight"):
-    """A float tensor ``table[c]`` = weight of class ``c`` (classes not listed weigh 1)."""
-    if not isinstance(class_weight, dict) or not class_weight:
-        raise ValueError(f"{name}: got {class_weight!r}; expected a non-empty dict class index -> weight")
-    for key, value in class_weight.items():
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
-            raise ValueError(f"{name}: got the key {key!r}; expected non-negative integer class indices")
-        if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
-            raise ValueError(f"{name}: got the weight {value!r} for class {key}; expected a number")
-    table = torch.ones(max(class_weight) + 1, dtype=torch.float32)
-    for key, value in class_weight.items():
-        table[int(key)] = float(value)
-    return table
+    """``class_weight`` checked and ready to look up (:class:`ClassWeights`)."""
+    return ClassWeights(class_weight, name)
 
 
 def class_indices(y):
@@ -228,11 +288,11 @@ def apply_class_weight(y, sample_weight, table):
     if isinstance(y, (list, tuple, dict)):
         raise ValueError("class_weight: got a model with several outputs; class_weight needs a single "
                          "target array (use sample_weight instead)")
-    idx = class_indices(y)
-    table = table.to(idx.device)
-    if idx.numel() and int(idx.max()) >= table.numel():
-        table = torch.cat([table, torch.ones(int(idx.max()) + 1 - table.numel(), device=idx.device)])
-    weights = table[idx.long()]
+    if y.dim() > 2 or y.dim() == 0:
+        raise ValueError(f"class_weight: got targets of shape {tuple(y.shape)}; class weights need class labels "
+                         "of shape (N,) or (N, 1), or one-hot targets (N, C), as in Keras; weight other targets "
+                         "with sample_weight")
+    weights = table.lookup(class_indices(y))
     return weights if sample_weight is None else weights * sample_weight
 
 
@@ -254,10 +314,13 @@ class ArraySource:
     """
 
     def __init__(self, x, y=None, sample_weight=None, *, batch_size=32, shuffle=False, generator=None,
-                 device=None, steps=None, shard=None):
+                 device=None, steps=None, shard=None, role="x"):
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.shard = shard  # this rank's part of each batch (more than one process), else None
-        self.n = num_samples((x, y, sample_weight), "x, y and sample_weight")
+        self.role = role
+        self.n = num_samples((x, y, sample_weight), "x, y and sample_weight" if role == "x" else role)
+        if self.n == 0:
+            raise ValueError(f"{role}: got arrays of 0 samples; expected at least one sample")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
@@ -303,8 +366,14 @@ class ArraySource:
 
     @property
     def example(self):
-        """The first sample of x (batch of one) for summary()."""
-        return map_structure(lambda t: t[:1], self.first_batch()[0])
+        """The first sample of x (batch of one) for summary(): a copy, so it holds none of the data."""
+        x = self._rebuild([t[:1] for t in self._leaves])[0][0]
+        return map_structure(lambda t: t.clone(), x)
+
+    def release(self):
+        """Drop every reference to the data (fit calls it when it ends, also by an exception)."""
+        self.x = self.y = self.sample_weight = None
+        self._leaves, self._pass, self._perm = [], None, None
 
     def first_batch(self):
         """The first ``batch_size`` samples in their stored order ``(x, y, sample_weight)``, on the device."""
@@ -448,6 +517,45 @@ def unpack_x_y_sample_weight(data, what="data: got"):
                      "(x, y, sample_weight) (wrap several inputs in a tuple: ((x1, x2), y))")
 
 
+_NONE = object()  # what peek() finds in data that holds no batch
+
+
+def _generators_of(loader):
+    """The torch.Generators a DataLoader (its sampler, its batch sampler's sampler) draws from."""
+    found = []
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                  getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def _first_of(iterable):
+    """The first raw batch of a re-iterable, leaving every RNG as it was; ``_NONE`` when it has none."""
+    rng = checkpoint.get_rng_state()  # the global RNGs: Python's, NumPy's, torch's (and CUDA's)
+    generators = [(g, g.get_state()) for g in _generators_of(iterable)]
+    try:
+        loader = iterable
+        samplers = (torch.utils.data.SequentialSampler, torch.utils.data.RandomSampler)
+        if isinstance(loader, torch.utils.data.DataLoader) and _is_dataset(loader.dataset) \
+                and loader.batch_size is not None and type(loader.sampler) in samplers:
+            # The loader's first samples in storage order: no sampler draw, no worker started.
+            n = len(loader.dataset)
+            if n == 0:
+                return _NONE
+            return loader.collate_fn([loader.dataset[i] for i in range(min(loader.batch_size, n))])
+        iterator = iter(iterable)
+        try:
+            return next(iterator, _NONE)
+        finally:
+            del iterator  # a multi-process loader's workers stop here
+    finally:
+        checkpoint.set_rng_state(rng)
+        for g, state in generators:
+            g.set_state(state)
+
+
 class ShardSampler(torch.utils.data.DistributedSampler):
     """torch's ``DistributedSampler`` without its padding: rank ``r`` reads samples ``r, r + world, ...``
     of the pass's order (the seed plus ``set_epoch``'s epoch, as torch draws it), each sample once.
@@ -504,8 +612,13 @@ class IterableSource:
     """
 
     def __init__(self, iterable, *, device=None, steps=None, class_weight=None, casts=None, shard=None,
-                 layout=None):
+                 layout=None, role="x"):
         self.iterable = iterable
+        self.role = role
+        # Called on each batch's tensors before they move to the device (fit's label checks; see
+        # fitkit.preflight); its ``end_epoch()``, when it has one, after each pass's last batch.
+        self.batch_check = None
+        self._pending = None  # the batch peek() drew from a one-shot iterator: the first one yielded
         self.layout = layout
         self.shard = shard if layout is not None else None
         self._passes = 0      # passes started (a sharded loader's sampler draws pass i's order at set_epoch(i))
@@ -539,13 +652,44 @@ class IterableSource:
         """Batches per epoch, or None when the iterable does not say."""
         return self.steps if self.steps is not None else self.num_batches
 
-    def _raw(self):
-        if not self.one_shot:
-            return iter(self.iterable)
+    def _one_shot_iterator(self):
         if self._iterator is None:
             it = self.iterable
             self._iterator = iter(it) if hasattr(it, "__iter__") else iter(it.__next__, object())
         return self._iterator
+
+    def _raw(self):
+        if not self.one_shot:
+            return iter(self.iterable)
+        iterator = self._one_shot_iterator()
+        if self._pending is not None:  # the batch peek() drew comes first
+            pending, self._pending = self._pending, None
+            return itertools.chain([pending], iterator)
+        return iterator
+
+    def peek(self):
+        """A first batch on the device, in Keras's form, to check before training starts.
+
+        It changes nothing the epochs will see: a one-shot iterator's batch is kept and yielded first; a
+        DataLoader over a map-style Dataset gives its first samples, collated, without a sampler or a
+        worker; any other re-iterable is iterated once with every RNG (Python's, NumPy's, torch's, the
+        loader's generator) put back after. A ValueError when the data holds no batch.
+        """
+        if self._pending is None and self.one_shot:
+            if self.exhausted:
+                raise ValueError(f"{self.role}: the iterator is exhausted; expected one that yields batches")
+            self._pending = next(self._one_shot_iterator(), _NONE)
+        raw = self._pending if self._pending is not None else _first_of(self.iterable)
+        if raw is _NONE:
+            self._pending = None
+            raise ValueError(f"{self.role}: the {type(self.iterable).__name__} yielded no batches; expected at "
+                             "least one batch of samples")
+        return self.convert(raw)
+
+    def release(self):
+        """Drop every reference to the data (fit calls it when it ends, also by an exception)."""
+        self.iterable = self._iterator = self._pending = self.batch_check = self._dummy = None
+        self.exhausted = True
 
     def new_pass(self):
         """An iterator over the batches of a pass, each unpacked, converted, moved and packed as Keras's."""
@@ -579,6 +723,9 @@ class IterableSource:
                 item = self._dummy
             yield shard.tag(self._converted(item))
         self._midway = False
+        end = getattr(self.batch_check, "end_epoch", None)
+        if end is not None:
+            end()
 
     def state_dict(self):
         """Where a sharded loader is: the pass whose order the current (or next) epoch reads."""
@@ -603,13 +750,18 @@ class IterableSource:
         mine = positions[self.shard.rank].numel()
         return torch.cat(positions), [len(p) for p in positions], torch.arange(mine)
 
-    def convert(self, item, what="x: an iterable yielded"):
-        """One raw batch unpacked, converted (and cast), on the device, with class weights, in Keras's form."""
-        x, y, sw = unpack_x_y_sample_weight(item, what)
+    def convert(self, item, what=None):
+        """One raw batch unpacked, converted (and cast), checked (its parts' lengths, fit's label checks on
+        the host), on the device, with class weights, in Keras's form."""
+        x, y, sw = unpack_x_y_sample_weight(item, what or f"{self.role}: an iterable yielded")
         dtype, blocking = self.casts.float_dtype, self.non_blocking
-        x = self.casts.x(move(tensors(x, "x", dtype), self.device, blocking))
-        y = move(tensors(y, "y", dtype), self.device, blocking)
-        sw = move(tensors(sw, "sample_weight", dtype), self.device, blocking)
+        x, y, sw = tensors(x, self.role, dtype), tensors(y, "y", dtype), tensors(sw, "sample_weight", dtype)
+        check_batch_samples(x, y, sw, self.role)
+        if self.batch_check is not None:
+            self.batch_check(x, y, sw)
+        x = self.casts.x(move(x, self.device, blocking))
+        y = move(y, self.device, blocking)
+        sw = move(sw, self.device, blocking)
         if self.class_weight is not None and y is not None:
             sw = apply_class_weight(y, sw, self.class_weight)
         return pack_x_y_sample_weight(x, y, sw)
@@ -618,7 +770,7 @@ class IterableSource:
         batch = self.convert(item)
         if self.example is None:
             x, _, _ = unpack_x_y_sample_weight(batch)
-            self.example = map_structure(lambda t: t[:1], x)
+            self.example = map_structure(lambda t: t[:1].clone(), x)
         return batch
 
     def _batches(self, raw):
@@ -626,6 +778,9 @@ class IterableSource:
             yield self._converted(item)
         if self.one_shot:
             self.exhausted = True
+        end = getattr(self.batch_check, "end_epoch", None)
+        if end is not None:
+            end()
 
     def epoch(self, skip=0):
         """Yield one epoch of batches as fit runs them (see :mod:`fitkit.epoch_iterator`)."""
@@ -719,21 +874,26 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
                 raise ValueError("class_weight: given without y; class weights are looked up from the targets")
             sw = apply_class_weight(y, sw, table)
         return ArraySource(x, y, sw, batch_size=batch_size or 32, shuffle=shuffle, generator=generator,
-                           device=device, steps=steps, shard=shard)
+                           device=device, steps=steps, shard=shard, role=role)
     if y is not None:
         raise ValueError(f"y: got a value together with x of type {type(x).__name__}; a Dataset, DataLoader "
                          "or generator yields its own targets, so y must be None")
     if sample_weight is not None:
         raise ValueError(f"sample_weight: not supported with x of type {type(x).__name__}; yield "
                          "(x, y, sample_weight) from the data instead")
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise ValueError(f"{role}: got {_described(x)}; expected arrays, tensors, a Dataset, a DataLoader or an "
+                         f"iterable of batches{_FILE_HINT if not isinstance(x, bytes) else ''}")
+    if _is_dataset(x) and _length(x) == 0:
+        raise ValueError(f"{role}: got an empty {type(x).__name__} (len 0); expected at least one sample")
     if _is_dataset(x) and shard is not None:
         loader, layout = shard_loader(x, None, batch_size or 32, shuffle, generator, shard)
         return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts, shard=shard,
-                              layout=layout)
+                              layout=layout, role=role)
     if _is_dataset(x):
         loader = torch.utils.data.DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle,
                                              generator=generator if shuffle else None)
-        return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts)
+        return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts, role=role)
     if is_sequence(x):
         if batch_size is not None:
             raise ValueError(f"batch_size: got {batch_size} with a {type(x).__name__} (a PyDataset/Sequence), "
@@ -746,17 +906,29 @@ def source(x, y=None, sample_weight=None, *, batch_size=None, shuffle=False, gen
         if batch_size is not None and isinstance(x, torch.utils.data.DataLoader):
             raise ValueError(f"batch_size: got {batch_size} with a DataLoader, which batches itself; "
                              "leave batch_size as None")
-        if isinstance(x, (str, bytes)):
-            raise ValueError(f"{role}: got a string {x!r}; expected arrays, tensors, a Dataset, a DataLoader "
-                             "or an iterable of batches")
+        if isinstance(x, torch.utils.data.DataLoader) and _is_dataset(x.dataset) and _length(x.dataset) == 0:
+            raise ValueError(f"{role}: got a DataLoader over an empty {type(x.dataset).__name__} (len 0); "
+                             "expected at least one sample")
+        if isinstance(x, torch.utils.data.DataLoader) and _length(x) == 0:
+            raise ValueError(f"{role}: got a DataLoader that yields no batches (drop_last=True with "
+                             f"{_length(x.dataset)} samples and batch_size={x.batch_size}); expected at least one "
+                             "batch: lower batch_size or pass drop_last=False")
         if shard is not None and isinstance(x, torch.utils.data.DataLoader) and _shardable(x):
             shuffled = isinstance(x.sampler, torch.utils.data.RandomSampler)
             loader, layout = shard_loader(x.dataset, x, x.batch_size, shuffled, generator, shard)
             return IterableSource(loader, device=device, steps=steps, class_weight=table, casts=casts,
-                                  shard=shard, layout=layout)
-        return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts)
+                                  shard=shard, layout=layout, role=role)
+        return IterableSource(x, device=device, steps=steps, class_weight=table, casts=casts, role=role)
     raise ValueError(f"{role}: got a {type(x).__name__}; expected a NumPy array, a torch tensor, a list/tuple/"
                      "dict of them, a torch Dataset, a DataLoader, a PyDataset, or a generator/iterable of batches")
+
+
+def _length(dataset):
+    """``len(dataset)``, or None for a Dataset without ``__len__``."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
 
 
 def split_validation(x, y, sample_weight, validation_split):
@@ -764,6 +936,8 @@ def split_validation(x, y, sample_weight, validation_split):
 
     As Keras: the training part is the first ``floor(n * (1 - validation_split))`` samples.
     """
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise ValueError(f"x: got {_described(x)}; expected arrays or tensors{_FILE_HINT}")
     x, y, sample_weight = _in_memory(x, y, sample_weight)
     if not is_array_like(x):
         raise ValueError(f"validation_split: only works with arrays or tensors, got x of type "

@@ -316,9 +316,21 @@ def diagnose(history, monitor=None, mode="auto"):
         epochs_before=epochs_before(history), restored_epoch=restored,
         unstable=unstable[1] if unstable is not None else None,
     )
-    diag.advice = _advice(history, diag, finite)
+    diag.advice = nan_loss_words(history) or _advice(history, diag, finite)
     diag.report = _report(history, diag)
     return diag
+
+
+def nan_loss_words(history):
+    """What diagnose() says of a run whose training loss became NaN or infinite and went on (no
+    ``TerminateOnNaN`` stopped it), from ``History.nan_loss_epoch``; None for any other run."""
+    epoch = getattr(history, "nan_loss_epoch", None)
+    if epoch is None or history.stop_reason == "terminate_on_nan":
+        return None
+    return (f"The training loss became NaN (or infinite) in epoch {epoch_number(epoch)} and training went on, as "
+            "no TerminateOnNaN stopped it: from that batch on the weights are NaN and later epochs learned "
+            "nothing. Lower the learning rate (or clip gradients), check x and y for NaN/inf, and pass "
+            "callbacks=[fitkit.callbacks.TerminateOnNaN()] to stop at the first NaN batch.")
 
 
 def _stop_wording(history, reason, monitor):

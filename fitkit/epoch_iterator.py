@@ -70,6 +70,11 @@ class EpochIterator:
             warnings.warn(RAN_OUT + " The data cannot start again (a one-shot generator or iterator), so "
                           "training stops after this epoch.", UserWarning, stacklevel=4)
 
+    def release(self):
+        """Drop the data (fit calls it when it ends, also by an exception): the source's, and the pass."""
+        self._current = None
+        self.source.release()
+
     def reset(self):
         """Start from a new pass (evaluate does it each time, as Keras's)."""
         self._current = None

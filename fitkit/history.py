@@ -66,6 +66,8 @@ class History(Callback):
     (the model's earlier fit calls, read from ``model.history``, counted up to the restored epoch
     where EarlyStopping put back its best weights; 0 for a new model), and ``last_learning_rate``, the
     learning rate after the last epoch's callbacks, so that a cut at the last epoch is seen.
+    ``nan_loss_epoch`` is the first epoch whose training ``loss`` was NaN or infinite (None if none
+    was): without ``TerminateOnNaN`` such a run goes on with NaN weights, and ``diagnose()`` says so.
     """
 
     def __init__(self):
@@ -79,6 +81,8 @@ class History(Callback):
         self.restored_epoch = None
         self.epochs_before = 0
         self.last_learning_rate = None
+        # The first epoch whose training loss was NaN or infinite (diagnose() says what that means).
+        self.nan_loss_epoch = None
         # The epoch index of every value of every key: val_ keys skip epochs when validation_freq > 1.
         self._logged_at = {}
         # The learning rate each epoch trained with, aligned with self.epoch (None where nobody said).
@@ -101,6 +105,7 @@ class History(Callback):
         self.restored_epoch = None
         self.epochs_before = before
         self.last_learning_rate = None
+        self.nan_loss_epoch = None
         if self.model is not None:
             self.model.history = self
 
@@ -117,6 +122,9 @@ class History(Callback):
             self.history.setdefault(key, []).append(_plain_float(value))
             self._logged_at.setdefault(key, []).append(epoch)
         self._note_learning_rate()
+        loss = self.history["loss"][-1] if "loss" in (logs or {}) else None
+        if self.nan_loss_epoch is None and isinstance(loss, float) and not math.isfinite(loss):
+            self.nan_loss_epoch = epoch
         if self.model is not None:
             self.model.history = self
 
@@ -253,6 +261,7 @@ class History(Callback):
             "interrupted": bool(self.interrupted),
             "stop_monitor": self.stop_monitor,
             "restored_epoch": self.restored_epoch,
+            "nan_loss_epoch": self.nan_loss_epoch,
             "logged_at": {k: list(v) for k, v in self._logged_at.items()},
             "learning_rates": list(self.learning_rates),
             "epochs_before": int(self.epochs_before or 0),
@@ -284,6 +293,7 @@ class History(Callback):
         self.interrupted = bool(data.get("interrupted", False))
         self.stop_monitor = data.get("stop_monitor")
         self.restored_epoch = data.get("restored_epoch")
+        self.nan_loss_epoch = data.get("nan_loss_epoch")
         self._logged_at = {k: [int(e) for e in v] for k, v in (data.get("logged_at") or {}).items()}
         self.learning_rates = self._saved_learning_rates(data)
         self._pending_lr = None

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from fitkit.conventions import EPSILON, snake_case
-from fitkit.targets import as_float, dense_targets, match_rank
+import difflib
+
+from fitkit.targets import as_float, check_label_shape, check_no_broadcast, check_same_shape, dense_targets, match_rank
 
 _LOG2 = 0.6931471805599453
 _REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
@@ -43,13 +45,13 @@ def _as_weight(sample_weight, values):
         sw = sw.unsqueeze(-1)
     if sw.dim() > values.dim():
         raise ValueError(
-            f"`sample_weight` of shape {tuple(sw.shape)} has more axes than the per-sample losses of "
+            f"sample_weight: got shape {tuple(sw.shape)}, more axes than the per-sample losses of "
             f"shape {tuple(values.shape)}; expected shape (N,) or a prefix of {tuple(values.shape)}."
         )
     for i, n in enumerate(sw.shape):
         if n != 1 and n != values.shape[i]:
             raise ValueError(
-                f"`sample_weight` of shape {tuple(sw.shape)} does not match the per-sample losses of "
+                f"sample_weight: got shape {tuple(sw.shape)}, which does not match the per-sample losses of "
                 f"shape {tuple(values.shape)}; expected (N,) with N={values.shape[0]}, or a shape that "
                 f"broadcasts from the left such as (N, T)."
             )
@@ -144,11 +146,30 @@ class Loss:
 
     def _losses(self, y_true, y_pred):
         """(per-sample losses, mask or None); subclasses that mask entries override this."""
-        return self.call(*self._prepare(y_true, y_pred)), None
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        if y_true.shape != y_pred.shape:  # equal shapes pass every check: the usual step pays one comparison
+            self._check_shapes(y_true, y_pred)
+        return self.call(y_true, y_pred), None
 
     def _prepare(self, y_true, y_pred):
         # Keras's base Loss only casts y_true to the compute dtype.
         return as_float(y_true, y_pred), y_pred
+
+    def _check_shapes(self, y_true, y_pred):
+        """Raise a ValueError (``"y: ..."``) when the reconciled targets cannot meet ``y_pred`` without a
+        broadcast; fitkit's own losses, which compare element by element, need equal shapes."""
+        check_no_broadcast(y_true, y_pred, self.name)
+
+    def check_targets(self, y_true, y_pred):
+        """The shape check every call makes, without computing the loss (fit runs it on the first batch
+        before any step). Raises a ValueError naming ``y`` and both shapes.
+
+        >>> get("mse").check_targets(torch.zeros(4, 3), torch.zeros(4, 1))
+        Traceback (most recent call last):
+        ...
+        ValueError: y: got targets of shape (4, 3) for model outputs of shape (4, 1); ...
+        """
+        self._check_shapes(*self._prepare(*_tensors(y_true, y_pred, upcast=self._upcast)))
 
     def prepare_targets(self, y_true, y_pred):
         """All of ``y_true`` reconciled as every call reconciles a batch of it against ``y_pred``.
@@ -197,12 +218,18 @@ class _Elementwise(Loss):
             y_pred = y_pred.unsqueeze(-1)
         return dense_targets(y_true, y_pred), y_pred
 
+    def _check_shapes(self, y_true, y_pred):
+        check_same_shape(y_true, y_pred, self.name)
+
 
 class _Distribution(Loss):
     """A loss over a whole distribution on the last axis (sum or max over it), like Keras's."""
 
     def _prepare(self, y_true, y_pred):
         return dense_targets(y_true, y_pred), y_pred
+
+    def _check_shapes(self, y_true, y_pred):
+        check_same_shape(y_true, y_pred, self.name)
 
 
 # ---------------------------------------------------------------------------------- regression
@@ -366,6 +393,11 @@ class CategoricalCrossentropy(_Distribution):
 
     kind = "categorical"
 
+    def _check_shapes(self, y_true, y_pred):
+        check_same_shape(y_true, y_pred, self.name, expected=(
+            f"one-hot targets shaped like the outputs {tuple(y_pred.shape)} (for integer class labels use "
+            "'sparse_categorical_crossentropy')"))
+
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name="categorical_crossentropy"):
         super().__init__(name, reduction)
@@ -374,12 +406,6 @@ class CategoricalCrossentropy(_Distribution):
         self.axis = axis
 
     def call(self, y_true, y_pred):
-        if y_true.shape != y_pred.shape:
-            raise ValueError(
-                f"`{self.name}` expects `y_true` one-hot, shaped like `y_pred` {tuple(y_pred.shape)}; "
-                f"received y_true of shape {tuple(y_true.shape)}. For integer class labels use "
-                f"'sparse_categorical_crossentropy'."
-            )
         if self.label_smoothing:
             n = y_true.shape[self.axis]
             y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / n
@@ -414,16 +440,23 @@ class SparseCategoricalCrossentropy(Loss):
         axis = self.axis % y_pred.dim()
         if y_true.dim() == y_pred.dim() and y_true.shape[axis] == 1:
             y_true = y_true.squeeze(axis)
-        expected = y_pred.shape[:axis] + y_pred.shape[axis + 1:]
-        if y_true.shape != expected:
-            raise ValueError(
-                f"`{self.name}` expects `y_true` integer class labels of shape {tuple(expected)} (or with "
-                f"a trailing axis of 1) for y_pred of shape {tuple(y_pred.shape)}; received y_true of "
-                f"shape {tuple(y_true.shape)}. For one-hot targets use 'categorical_crossentropy'."
-            )
+        check_label_shape(y_true, y_pred, y_pred.shape[:axis] + y_pred.shape[axis + 1:], self.name)
         if y_true.dtype != torch.long:
             y_true = y_true.long()
         return y_true, axis
+
+    def check_targets(self, y_true, y_pred):
+        self._labels(*_tensors(y_true, y_pred, upcast=True))
+
+    @property
+    def class_axis(self):
+        """The axis of the outputs that holds the classes (``axis``, Keras's last by default)."""
+        return self.axis
+
+    @property
+    def ignored_label(self):
+        """The label that adds nothing to the loss (``ignore_class``), or None."""
+        return self.ignore_class
 
     def _losses(self, y_true, y_pred):
         labels, axis = self._labels(y_true, y_pred)
@@ -634,8 +667,34 @@ class TorchLoss(Loss):
             return dense_targets(y_true, y_pred), y_pred
         return match_rank(y_true, y_pred), y_pred  # unknown loss, integer targets: keep their dtype
 
+    def _check_shapes(self, y_true, y_pred):
+        kind = self.kind
+        if kind == "sparse_categorical":
+            if y_true.shape != y_pred.shape:  # class probabilities shaped like the scores pass as they are
+                expected = y_pred.shape[:1] + y_pred.shape[2:] if y_pred.dim() > 1 else ()
+                check_label_shape(y_true, y_pred, expected, self.name)
+        elif kind is not None:
+            check_same_shape(y_true, y_pred, self.name)
+        else:
+            check_no_broadcast(y_true, y_pred, self.name)
+
+    @property
+    def class_axis(self):
+        """torch keeps the classes on axis 1 of the scores (axis 0 for one unbatched sample)."""
+        return 1
+
+    @property
+    def ignored_label(self):
+        """``ignore_index`` of a cross-entropy / NLL loss (torch's default -100), else None."""
+        if self.kind != "sparse_categorical":
+            return None
+        keywords = getattr(self.fn, "keywords", None) or {}  # functools.partial(F.cross_entropy, ...)
+        return getattr(self.fn, "ignore_index", keywords.get("ignore_index", -100))
+
     def __call__(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = self._prepare(*_tensors(y_true, y_pred))
+        if y_true.shape != y_pred.shape:  # equal shapes pass every check: the usual step pays one comparison
+            self._check_shapes(y_true, y_pred)
         if sample_weight is None:
             out = self.fn(y_pred, y_true)
             return out if out.dim() == 0 else reduce_weighted(out)
@@ -704,6 +763,18 @@ def names():
     return sorted(set(_KERAS) | set(_ALIASES) | set(_TORCH_NAMES) | set(_CLASSES))
 
 
+def _suggestion(identifier):
+    """" (did you mean ...?)" for a loss name that is not one: the closest known name, or the torch class."""
+    torch_class = getattr(torch.nn, identifier, None)
+    if isinstance(torch_class, type) and issubclass(torch_class, torch.nn.modules.loss._Loss):
+        return f" (did you mean the torch module nn.{identifier}()? pass an instance: loss=nn.{identifier}())"
+    def squash(name):
+        return name.lower().replace("_", "")
+    known = {squash(name): name for name in names()}
+    close = difflib.get_close_matches(squash(identifier), known, n=1, cutoff=0.6)
+    return f" (did you mean {known[close[0]]!r}?)" if close else ""
+
+
 def get(identifier):
     """A :class:`Loss` from a name, a Loss, a torch loss module/functional, or a callable.
 
@@ -729,8 +800,8 @@ def get(identifier):
         if key in _TORCH_NAMES:
             return TorchLoss(_TORCH_NAMES[key](), name=key)
         raise ValueError(
-            f"Unknown value for argument `loss`: {identifier!r}. Expected one of {names()}, a "
-            f"fitkit.losses.Loss, a torch loss module or function, or a callable(y_true, y_pred)."
+            f"Unknown value for argument `loss`: {identifier!r}{_suggestion(identifier)}. Expected one of "
+            f"{names()}, a fitkit.losses.Loss, a torch loss module or function, or a callable(y_true, y_pred)."
         )
     if isinstance(identifier, type):
         if issubclass(identifier, (Loss, torch.nn.Module)):

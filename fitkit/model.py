@@ -369,6 +369,11 @@ class Model(nn.Module):
         """Whether ``train_step`` is fitkit's own (then fit may prepare the targets ahead of the steps)."""
         return type(self).train_step is Model.train_step
 
+    @property
+    def _default_test_step(self):
+        """Whether ``test_step`` is fitkit's own (then fit checks the validation targets against the loss)."""
+        return type(self).test_step is Model.test_step
+
     def train_step(self, data):
         """One optimisation step on a batch; returns the logs (loss and metrics so far this epoch).
 

@@ -157,6 +157,18 @@ class PyDatasetSource:
                           "DataLoader(num_workers=...).", UserWarning, stacklevel=5)
         return max(1, int(workers or 1)), max(1, int(depth or 1))
 
+    def peek(self):
+        """The first batch (``dataset[0]``), converted, to check before training starts; a ValueError when
+        the dataset holds no batch."""
+        if self.num_batches == 0:
+            raise ValueError(f"x: the {type(self.dataset).__name__} holds no batches (len 0); expected at least one")
+        return self.convert(self.dataset[0])
+
+    def release(self):
+        """Drop the reference to the dataset (fit calls it when it ends, also by an exception)."""
+        self.dataset = None
+        self.exhausted = True
+
     def new_pass(self):
         """An iterator over a pass: every index once (shuffled with ``shuffle``), converted."""
         count = self.num_batches

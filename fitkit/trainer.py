@@ -64,9 +64,7 @@ def _check_fit_args(x, epochs, initial_epoch, batch_size, validation_split, vali
         raise ValueError(f"validation_split: got {validation_split!r}; expected a fraction in [0, 1)")
     if not isinstance(shuffle, bool):
         raise ValueError(f"shuffle: got {shuffle!r}; expected True or False")
-    for cb in callbacks:
-        if not hasattr(cb, "set_model"):
-            raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
+    _check_callbacks(callbacks)
     if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
                                     or time_budget <= 0):
         raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
@@ -75,14 +73,26 @@ def _check_fit_args(x, epochs, initial_epoch, batch_size, validation_split, vali
                          "or an iterable of batches)")
 
 
+def _check_callbacks(callbacks):
+    for cb in callbacks:
+        if isinstance(cb, type):
+            raise TypeError(f"callbacks: got the class {cb.__name__}; expected an instance: pass "
+                            f"{cb.__name__}(...) (with its arguments), not {cb.__name__}")
+        if not hasattr(cb, "set_model"):
+            raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
+
+
 def _as_list(callbacks):
     if callbacks is None:
         return []
     if isinstance(callbacks, (list, tuple)):
-        return list(callbacks)
-    if hasattr(callbacks, "set_model"):
-        return [callbacks]
-    raise TypeError(f"callbacks: got {type(callbacks).__name__}; expected a list of Callback instances")
+        callbacks = list(callbacks)
+    elif hasattr(callbacks, "set_model"):
+        callbacks = [callbacks]
+    else:
+        raise TypeError(f"callbacks: got {type(callbacks).__name__}; expected a list of Callback instances")
+    _check_callbacks(callbacks)
+    return callbacks
 
 
 def _callback_list(model, user_callbacks, verbose, params, history=None):
@@ -119,7 +129,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                             validation_data=validation_data, validation_batch_size=validation_batch_size,
                             validation_steps=validation_steps, generator=state.generator, device=compiled.device,
                             casts=data.InputCasts.for_model(model), shard=compiled.shard)
-    preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
+    try:
+        preflight.run(model, train, val, own_train_step=model._default_train_step,
+                      own_test_step=model._default_test_step)
+    except BaseException:
+        _release(train, val)
+        raise
     k = compiled.steps_per_execution
     train, val = EpochIterator(train, steps_per_execution=k), val and EpochIterator(val, steps_per_execution=k)
     if auto:
@@ -160,8 +175,16 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     finally:
         state.source = None
         model._input_example = train.example
+        _release(train, val)
     model.history = history
     return history
+
+
+def _release(*sources):
+    """Drop the data the batch sources hold, so a fit that raised keeps none of it alive."""
+    for source in sources:
+        if source is not None:
+            source.release()
 
 
 def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, history=None):
@@ -180,7 +203,7 @@ def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, hi
         return logs
     lr = model.learning_rate  # one read per epoch (a sync only for a tensor lr)
     if val is not None and (epoch + 1) % validation_freq == 0:
-        logs.update({"val_" + k: v for k, v in evaluate_epoch(model, val, cbs).items()})
+        logs.update({"val_" + k: v for k, v in _validation_logs(model, val, cbs).items()})
     if model._compiled.scheduler is not None:
         logs["learning_rate"] = lr
     step_scheduler(model, logs, per="epoch")
@@ -189,6 +212,21 @@ def run_epoch(model, epoch, train, val, validation_freq, cbs, interrupt=None, hi
         history.record_learning_rate(lr)
     cbs.on_epoch_end(epoch, logs)
     return logs
+
+
+def _validation_logs(model, val, cbs):
+    """The validation pass's logs. A one-shot generator runs dry after its first pass: then it warns once
+    and logs NaN for each key, so every History list keeps one value per epoch."""
+    logs = evaluate_epoch(model, val, cbs)
+    if logs:
+        return logs
+    if not getattr(val, "_warned_dry", False):
+        val._warned_dry = True
+        warnings.warn("validation_data: the iterable yielded no batches for this epoch's validation (a generator "
+                      "is used up by its first pass); val_ values are NaN from here on. Fix: pass a re-iterable "
+                      "(arrays, a list of batches, a Dataset or a DataLoader), or an endless generator with "
+                      "validation_steps.", UserWarning, stacklevel=preflight.stacklevel())
+    return {name: math.nan for name in model._compiled.log_names()}
 
 
 def _should_stop(model, train, started, epochs_done, time_budget, last=False):
@@ -337,6 +375,8 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
                                                                 "steps": source.num_steps})
     logs = evaluate_epoch(model, source, cbs)
     model._input_example = source.example
+    if not logs:
+        raise ValueError("x: evaluate got no batches from the data; expected at least one batch of samples")
     return evaluate_result(logs, return_dict)
 
 

@@ -83,6 +83,10 @@ class TrainingState:
                 else None,
                 "scheduler": compiled.scheduler.state_dict()
                 if compiled is not None and compiled.scheduler is not None else None,
+                # What check() compares before loading: another class would load half-way, or silently.
+                "optimizer_class": checkpoint.class_path(compiled.optimizer) if compiled is not None else None,
+                "scheduler_class": checkpoint.class_path(compiled.scheduler)
+                if compiled is not None and compiled.scheduler is not None else None,
                 "rng": checkpoint.get_rng_state(),
             })
         return state
@@ -99,23 +103,18 @@ class TrainingState:
             optimizer = compiled.optimizer if compiled is not None else None
             scheduler = compiled.scheduler if compiled is not None else None
             if (state["optimizer"] is None) != (optimizer is None) or \
-                    (state.get("scheduler") is None) != (scheduler is None):
-                raise ValueError(f"{what}: the saved optimizer/scheduler do not match this model's compile (one "
-                                 f"of them has one the other lacks). {remedy}")
+                    ("scheduler" in state and (state["scheduler"] is None) != (scheduler is None)):
+                saved = [name for name in ("optimizer", "scheduler") if state.get(name) is not None]
+                here = [name for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)) if obj is not None]
+                raise ValueError(f"{what}: the saved optimizer/scheduler do not match this model's compile: the "
+                                 f"saved state has {' and '.join(saved) or 'no optimizer'}, this model has "
+                                 f"{' and '.join(here) or 'no optimizer'}. {remedy}")
             if optimizer is not None:
-                saved = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
-                have = [len(g["params"]) for g in optimizer.param_groups]
-                if saved != have:
-                    raise ValueError(f"{what}: the saved optimizer has param groups of sizes {saved}; this model's "
-                                     f"has {have}. {remedy}")
-                # Another optimizer class has other hyperparameters (SGD's momentum, Adam's betas): loading
-                # its state would fail half-way, after the weights were replaced.
-                saved_keys = set(state["optimizer"]["param_groups"][0]) - {"params"} if saved else set()
-                have_keys = set(optimizer.param_groups[0]) - {"params"} if have else set()
-                if saved_keys != have_keys:
-                    raise ValueError(f"{what}: the saved optimizer is not a {type(optimizer).__name__} like this "
-                                     f"model's: it has the hyperparameters {sorted(saved_keys - have_keys)} and lacks "
-                                     f"{sorted(have_keys - saved_keys)}. {remedy}")
+                checkpoint.check_optimizer_state(optimizer, state["optimizer"], state.get("optimizer_class"),
+                                                 what=what, remedy=remedy)
+            if scheduler is not None and state.get("scheduler") is not None:
+                checkpoint.check_scheduler_state(scheduler, state["scheduler"], state.get("scheduler_class"),
+                                                 what=what, remedy=remedy)
 
     def load_state_dict(self, state, rng=True, checked=False):
         """Put back what :meth:`state_dict` returned, into a model built and compiled as the saved one.

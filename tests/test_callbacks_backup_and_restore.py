@@ -339,3 +339,49 @@ def test_resume_on_cuda_restores_device_states_and_ends_where_the_uninterrupted_
     resumed.save(tmp_path / "m.pt")
     loaded = fitkit.load_model(tmp_path / "m.pt")
     assert loaded.device.type == "cuda" and same_weights(resumed, loaded)
+
+
+def _compiled_like(optimizer, scheduler):
+    fitkit.set_seed(0)
+    model = small_mlp()
+    model.compile(optimizer=optimizer, loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"], scheduler=scheduler)
+    return model
+
+
+@pytest.mark.parametrize("optimizer, scheduler, match", [
+    ("adam", lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+     r"^backup_dir: the saved optimizer is a SGD, not a Adam like this model's \(it has the hyperparameters "
+     r"\['dampening', 'momentum'"),
+    (None, None, None),  # the same compile: it resumes
+    ("sgd", lambda o: torch.optim.lr_scheduler.StepLR(o, 2),
+     r"^backup_dir: the saved scheduler is a ExponentialLR; this model's is a StepLR"),
+    ("sgd", None, r"^backup_dir: the saved optimizer/scheduler do not match this model's compile: the saved state "
+                  r"has optimizer and scheduler, this model has optimizer"),
+])
+def test_a_backup_of_another_optimizer_or_scheduler_is_refused_before_anything_changes(tmp_path, optimizer,
+                                                                                       scheduler, match):
+    x, y = noisy_binary_data()
+    with pytest.raises(Crash):
+        _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b"), CrashAt(1, 3)], **FIT)
+    if match is None:
+        _model().fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b")], **FIT)
+        return
+    model = _compiled_like(optimizer, scheduler)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_state = model.optimizer.state_dict()
+    backup = (tmp_path / "b" / "latest.pt").read_bytes()
+    with pytest.raises(ValueError, match=match + r".*delete '.*b' to start afresh"):
+        model.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "b")], **FIT)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert model.optimizer.state_dict() == opt_state and (tmp_path / "b" / "latest.pt").read_bytes() == backup
+    model.fit(x, y, callbacks=[BackupAndRestore(tmp_path / "fresh")], **FIT)  # and the model still trains
+
+
+def test_adam_and_adamw_with_the_same_hyperparameters_are_told_apart_by_their_class(tmp_path):
+    x, y = noisy_binary_data()
+    with pytest.raises(Crash):
+        _compiled_like("adam", None).fit(x, y, callbacks=[BackupAndRestore(tmp_path), CrashAt(1, 3)],
+                                                   **FIT)
+    model = _compiled_like("adamw", None)
+    with pytest.raises(ValueError, match=r"^backup_dir: the saved optimizer is a Adam, not a AdamW"):
+        model.fit(x, y, callbacks=[BackupAndRestore(tmp_path)], **FIT)

@@ -108,3 +108,46 @@ def test_restore_training_calls_each_callback_once_and_reindexes_after_a_move():
     log.clear()
     cbs.on_train_begin()
     assert log == [("train_begin", other), ("train_begin", last)]  # the hooks follow the new order
+
+
+def test_when_an_on_train_begin_raises_the_callbacks_that_began_end_and_the_rest_are_left_alone(tmp_path):
+    import numpy as np
+    import pytest
+    import torch
+
+    import fitkit
+
+    class Fails(Callback):
+        def on_train_begin(self, logs=None):
+            raise RuntimeError("cannot begin")
+
+    ended = []
+
+    class Ends(Callback):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_train_end(self, logs=None):
+            ended.append(self.name)
+
+    csv = fitkit.callbacks.CSVLogger(tmp_path / "log.csv")
+    model = fitkit.Sequential(torch.nn.Linear(2, 1))
+    model.compile(optimizer="sgd", loss="mse")
+    weights = [p.clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="cannot begin"):
+        model.fit(np.zeros((4, 2), np.float32), np.zeros(4, np.float32), verbose=0,
+                  callbacks=[Ends("before"), csv, Fails(), Ends("after")])
+    assert csv.csv_file.closed  # the file it opened in on_train_begin is closed again
+    assert ended == ["before"]  # in order; the one that failed and those after it get nothing
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+
+    class BadEnd(Ends):
+        def on_train_end(self, logs=None):
+            raise ValueError("cleanup failed too")
+
+    ended.clear()
+    cbs = CallbackList([BadEnd("x"), Ends("y"), Fails()])
+    with pytest.raises(RuntimeError, match="cannot begin"):  # the first error is the one reported
+        cbs.on_train_begin()
+    assert ended == ["y"]

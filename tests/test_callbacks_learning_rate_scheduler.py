@@ -110,7 +110,7 @@ def test_learning_rate_access_lives_with_the_optimizers():
 ])
 def test_a_compile_scheduler_and_an_lr_callback_are_refused_before_any_step(make):
     x, y = labelled_data()
-    model = fitkit.Sequential(nn.Linear(4, 1))
+    model = fitkit.Sequential(nn.Linear(4, 1), nn.Sigmoid())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.compile(optimizer=optimizer, loss="binary_crossentropy",
                   scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5))

@@ -148,3 +148,21 @@ def test_verbose_messages(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Epoch 1: val_loss improved from None to 0.50000, saving model to" in out
     assert "Epoch 2: val_loss did not improve from 0.50000" in out
+
+
+@pytest.mark.parametrize("template", ["{epoch.__class__}.pt", "{epoch.__init__.__globals__}.pt", "{loss[0]}.pt",
+                                      "{}.pt", "{0}.pt", "{epoch:{width}}.pt", "{epoch.real}.pt"])
+def test_a_filepath_template_that_reaches_into_a_value_is_refused(template):
+    with pytest.raises(ValueError, match=r"^filepath: the template field \{.*\} in .* is not a plain log key; the "
+                                         r"template is filled with numbers only"):
+        ModelCheckpoint(template)
+    with pytest.raises(ValueError, match=r"^filepath: got '\{epoch.pt', which is not a valid format template"):
+        ModelCheckpoint("{epoch.pt")
+
+
+def test_the_filepath_is_filled_with_numbers_only(tmp_path):
+    ckpt = ModelCheckpoint(str(tmp_path / "{epoch:02d}-{loss:.2f}-{note}.pt"), save_weights_only=True)
+    with pytest.raises(KeyError, match="note"):  # a string in the logs is no value to put in a file name
+        ckpt._file_path(0, None, {"loss": 0.25, "note": "../../etc/passwd"})
+    plain = ModelCheckpoint(str(tmp_path / "{epoch:02d}-{loss:.2f}.pt"))
+    assert plain._file_path(2, None, {"loss": torch.tensor(0.25)}).endswith("03-0.25.pt")

@@ -169,7 +169,7 @@ def test_the_validation_hint_appears_only_without_any_val_key():
 
 def _fit_warnings(callback, validation_split):
     x, y = labelled_data()
-    model = fitkit.Sequential(nn.Linear(4, 1))
+    model = fitkit.Sequential(nn.Linear(4, 1), nn.Sigmoid())
     model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

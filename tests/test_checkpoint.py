@@ -172,3 +172,112 @@ def test_training_state_round_trips_through_a_file_and_training_goes_on_identica
     plain.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="state: the saved optimizer/scheduler do not match"):
         plain.training_state.load_state_dict(checkpoint.read(tmp_path / "state.pt"))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+class _Interrupting:
+    """A file that raises KeyboardInterrupt at its ``after``-th write, as Ctrl-C inside torch.save would."""
+
+    def __init__(self, f, after):
+        self.f, self.after, self.writes = f, after, 0
+
+    def write(self, b):
+        self.writes += 1
+        if self.writes > self.after:
+            raise KeyboardInterrupt
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("where", ["write first", "write second", "write middle", "write last", "flush", "fsync",
+                                   "chmod", "replace"])
+def test_ctrl_c_at_any_instant_of_a_write_leaves_the_old_file_and_no_temporary(where, tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    checkpoint.save({"old": torch.zeros(3)}, path)
+    real_save = torch.save
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where.startswith("write"):
+        counter = _Interrupting(open(os.devnull, "wb"), float("inf"))
+        real_save({"new": torch.ones(1000)}, counter)  # how many writes torch.save makes of it
+        after = {"first": 0, "second": 1, "middle": counter.writes // 2, "last": counter.writes - 1}[where.split()[1]]
+        monkeypatch.setattr(torch, "save", lambda obj, f: real_save(obj, _Interrupting(f, after)))
+    elif where == "flush":
+        monkeypatch.setattr(torch, "save", lambda obj, f: (real_save(obj, f), monkeypatch.setattr(f, "flush",
+                                                                                                   interrupted)))
+    else:
+        monkeypatch.setattr(checkpoint.os, {"fsync": "fsync", "chmod": "chmod", "replace": "replace"}[where],
+                            interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"new": torch.ones(1000)}, path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.pt"] and torch.equal(checkpoint.read(path)["old"], torch.zeros(3))
+
+
+def test_ctrl_c_right_after_the_temporary_file_is_created_is_held_back_until_it_can_be_removed(tmp_path,
+                                                                                                 monkeypatch):
+    import signal
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_ctrl_c(*args, **kwargs):
+        made = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # arrives before atomic_write knows the file's name
+        return made
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"a": 1}, tmp_path / "m.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_next_write_removes_what_a_killed_write_left_and_keeps_a_running_writers_file(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a writer that is gone (killed mid-write)
+    path = tmp_path / "m.pt"
+    (tmp_path / f".m.pt.{dead}.k1lled.tmp").write_bytes(b"half")
+    (tmp_path / f".m.pt.{os.getppid()}.runn1ng.tmp").write_bytes(b"in progress")  # a live process's
+    (tmp_path / f".other.pt.{dead}.k1lled.tmp").write_bytes(b"another file's")
+    checkpoint.save({"a": 1}, path)
+    assert sorted(os.listdir(tmp_path)) == [f".m.pt.{os.getppid()}.runn1ng.tmp", f".other.pt.{dead}.k1lled.tmp",
+                                            "m.pt"]
+
+
+def test_a_save_into_a_missing_or_read_only_folder_names_the_users_path(tmp_path, monkeypatch):
+    target = tmp_path / "missing" / "model.pt"
+    model = fitkit.Sequential(nn.Linear(2, 1))
+    with pytest.raises(FileNotFoundError, match=r"^filepath: cannot write '.*missing/model\.pt': its folder .* does "
+                                                r"not exist; create it first") as info:
+        model.save(target)
+    assert ".tmp" not in str(info.value)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(kwargs["dir"], ".model.pt.1.x.tmp"))
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=r"^filepath: cannot write '.*model\.pt': no permission to write in its "
+                                              r"folder") as info:
+        model.save_weights(tmp_path / "model.pt")
+    assert ".tmp" not in str(info.value) and os.listdir(tmp_path) == []
+
+
+def test_random_bytes_are_not_a_fitkit_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+    for head in (b"", b"\x80\x02"):
+        path.write_bytes(head + np.random.default_rng(1).bytes(500))
+        with pytest.raises(checkpoint.CorruptCheckpointError, match=r"^filepath: '.*model\.pt' is not a fitkit or "
+                                                                    r"torch checkpoint file") as info:
+            fitkit.load_model(path)
+        assert "trusted" not in str(info.value)
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="is not a fitkit or torch checkpoint"):
+        fitkit.Sequential(nn.Linear(2, 1)).load_weights(path)

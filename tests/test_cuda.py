@@ -80,3 +80,28 @@ def test_sync_debug_mode_catches_a_per_step_read():
             model.fit(x, y, batch_size=32, epochs=1, callbacks=[ReadsEveryStep()], verbose=0)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+def test_labels_arriving_on_the_gpu_are_checked_without_a_sync_per_step():
+    """fit's per-batch label check of an iterable: targets already on the device are summed there and read
+    once, after the epoch's last batch (fitkit.preflight.BatchLabels); a bad label is still caught."""
+    x, _ = _data()
+    y = torch.randint(0, 3, (640,), generator=torch.Generator().manual_seed(1))
+    x, y = x.cuda(), y.cuda()
+
+    def batches(labels):
+        return ((x[i:i + 32], labels[i:i + 32]) for i in range(0, 640, 32))
+
+    fitkit.set_seed(0)
+    model = fitkit.Sequential(nn.Linear(16, 3))
+    model.compile(optimizer="sgd", loss=nn.CrossEntropyLoss(), device="cuda")
+    guard = SyncsAreErrors()
+    try:
+        model.fit(batches(y), epochs=1, callbacks=[guard], verbose=0, steps_per_epoch=20)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert guard.guarded_steps == 19
+    bad = y.clone()
+    bad[-1] = 3  # in the last batch: read at the epoch's end
+    with pytest.raises(ValueError, match=r"^y: got labels from 0 to 3 .*3 classes"):
+        model.fit(batches(bad), epochs=1, verbose=0, steps_per_epoch=20)

@@ -250,3 +250,76 @@ def test_a_dataloader_is_not_iterated_to_find_out_what_it_is():
     assert torch.equal(g.get_state(), before)
     assert not src.one_shot
     assert data.source(iter([(torch.zeros(1), torch.zeros(1))])).one_shot
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_class_weight_gives_an_unlisted_or_negative_label_weight_1_and_builds_no_table():
+    y = np.array([0, 1, 2, -1, 7])
+    w = next(data.source(np.zeros((5, 1)), y, batch_size=5, class_weight={1: 3.0, 2: 0.5}).epoch())[2]
+    assert w.tolist() == [1.0, 3.0, 0.5, 1.0, 1.0]  # -1 once read the table from its end: 0.5
+    huge = data.class_weight_table({0: 2.0, 10**15: 4.0})  # a dense table would need petabytes
+    assert huge.keys.numel() == 2
+    assert huge.lookup(torch.tensor([10**15, 5, 0, 10**15 + 1])).tolist() == [4.0, 1.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match=r"^class_weight: got the key -2; expected non-negative"):
+        data.class_weight_table({-2: 1.0})
+
+
+@pytest.mark.parametrize("path", ["train.csv", __import__("pathlib").Path("data/train.npy")])
+def test_a_file_path_given_as_data_blames_that_argument(path):
+    # A ValueError, as Keras raises for data it does not recognise.
+    with pytest.raises(ValueError, match=r"^x: got a (str|path) '.*train\.(csv|npy)'.*load it first, e\.g\. np\.load"):
+        data.source(path)
+    with pytest.raises(ValueError, match=r"^x: got a (str|path) .*load it first"):
+        data.adapt(path, None, validation_split=0.2)
+    with pytest.raises(ValueError, match=r"^y: got a (str|path) .*load it first"):
+        data.source(np.zeros((3, 2)), path)
+    with pytest.raises(ValueError, match=r"^validation_data: got a (str|path)"):
+        data.adapt(np.zeros((3, 2)), np.zeros(3), validation_data=path)
+
+
+def test_batch_lengths_that_differ_in_an_iterable_are_named():
+    src = data.source(iter([(torch.zeros(8, 2), torch.zeros(8)), (torch.zeros(8, 2), torch.zeros(6))]))
+    batches = src.epoch()
+    next(batches)
+    with pytest.raises(ValueError, match=r"^x: a batch holds different numbers of samples \(8 in x, 6 in y\)"):
+        next(batches)
+    with pytest.raises(ValueError, match=r"\(4 in x, 4 in y, 5 in sample_weight\)"):
+        data.check_batch_samples(torch.zeros(4, 2), torch.zeros(4), torch.zeros(5))
+    with pytest.raises(ValueError, match=r"^validation_data: a batch holds 0 samples"):
+        data.check_batch_samples([torch.zeros(0, 2)], torch.zeros(0), None, "validation_data")
+    data.check_batch_samples({"a": torch.zeros(3, 2), "b": torch.zeros(3)}, [torch.zeros(3)], None)
+
+
+def test_peek_keeps_a_generators_first_batch_and_leaves_a_dataloader_and_the_rngs_as_they_were():
+    gen = ((torch.full((2, 1), float(i)), torch.zeros(2)) for i in range(3))
+    src = data.source(gen)
+    assert src.peek()[0].flatten().tolist() == [0.0, 0.0]
+    assert [b[0][0, 0].item() for b in src.epoch()] == [0.0, 1.0, 2.0]  # no batch lost
+
+    ds = torch.utils.data.TensorDataset(torch.arange(20.0).reshape(10, 2), torch.arange(10))
+    for loader in (torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True),  # the global RNG
+                   torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator()),
+                   torch.utils.data.DataLoader(ds, batch_size=4, sampler=torch.utils.data.SubsetRandomSampler(
+                       range(10), generator=torch.Generator().manual_seed(1)))):
+        torch.manual_seed(5)
+        rng = torch.get_rng_state()
+        states = [g.get_state() for g in data._generators_of(loader)]
+        first = data.source(loader).peek()
+        assert first[0].shape[1] == 2 and torch.equal(rng, torch.get_rng_state())
+        assert all(torch.equal(a, g.get_state()) for a, g in zip(states, data._generators_of(loader)))
+    plain = torch.utils.data.DataLoader(ds, batch_size=4)
+    assert data.source(plain).peek()[1].tolist() == [0, 1, 2, 3]
+
+
+def test_sources_release_the_data_they_hold():
+    import weakref
+
+    x = np.zeros((10, 2), np.float32)
+    ref = weakref.ref(x)
+    src = data.source(x, np.zeros(10), batch_size=4, shuffle=True, generator=torch.Generator())
+    next(src.epoch())
+    example = src.example
+    src.release()
+    del x
+    assert ref() is None and example.shape == (1, 2)  # the example is a copy

@@ -420,3 +420,35 @@ def test_history_module_does_not_import_matplotlib():
     code = "import fitkit.history, sys; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_nan_loss_without_terminate_on_nan_is_marked_on_the_history_and_said_by_diagnose():
+    import numpy as np
+    import torch
+
+    import fitkit
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = x[:, :1].copy()
+    y[40] = np.nan  # the third batch of the second epoch's pass makes the loss NaN (shuffle off)
+    model = fitkit.Sequential(torch.nn.Linear(3, 1))
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    assert history.nan_loss_epoch == 0 and history.stop_reason == "epochs"
+    assert History.from_dict(json.loads(json.dumps(history.to_dict()))).nan_loss_epoch == 0
+    advice = history.diagnose().advice
+    assert advice.startswith("The training loss became NaN (or infinite) in epoch 1 and training went on")
+    assert "TerminateOnNaN()" in advice and "TerminateOnNaN()" in str(history.diagnose())
+
+    stopped = fitkit.Sequential(torch.nn.Linear(3, 1))
+    stopped.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        history = stopped.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                              callbacks=[fitkit.callbacks.TerminateOnNaN()])
+    assert history.stop_reason == "terminate_on_nan"
+    assert "went on" not in history.diagnose().advice  # TerminateOnNaN's own words
+
+    clean = History()
+    clean.on_epoch_end(0, {"loss": 0.5})
+    assert clean.nan_loss_epoch is None and "NaN" not in clean.diagnose().advice

@@ -551,11 +551,11 @@ def test_wrong_type_error(bad):
 
 
 def test_shape_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"y_true.*sparse_categorical_crossentropy"):
+    with pytest.raises(ValueError, match=r"^y: got targets of shape \(2,\) .*\(2, 3\).*'sparse_categorical_cro"):
         get("categorical_crossentropy")(torch.tensor([0, 1]), torch.rand(2, 3))
-    with pytest.raises(ValueError, match=r"y_true.*categorical_crossentropy"):
+    with pytest.raises(ValueError, match=r"^y: got labels of shape \(3, 3\).*'categorical_crossentropy'"):
         get("sparse_categorical_crossentropy")(torch.eye(3), torch.rand(3, 3))
-    with pytest.raises(ValueError, match=r"sample_weight.*\(5,\)"):
+    with pytest.raises(ValueError, match=r"^sample_weight: got shape \(5,\)"):
         get("mse")(torch.zeros(4), torch.zeros(4, 1), torch.ones(5))
 
 
@@ -593,3 +593,49 @@ def test_prepare_targets_leaves_what_it_cannot_do_ahead():
     # several outputs, or targets that are not one tensor
     assert LossContainer(["mse", "mse"]).prepare_targets(labels, [torch.rand(2, 1)] * 2) is None
     assert LossContainer("mse").prepare_targets([labels], torch.rand(2, 1)) is None
+
+
+# --------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("typo, suggestion", [
+    ("msee", "'mse'"), ("mean_sqared_error", "'mean_squared_error'"), ("binary_crossentropy_loss",
+     "'binary_crossentropy'"), ("BinaryCrossEntropy", "'binary_crossentropy'"),
+    ("CrossEntropyLoss", r"the torch module nn\.CrossEntropyLoss\(\)\? pass an instance"),
+])
+def test_an_unknown_loss_name_suggests_the_closest_one(typo, suggestion):
+    with pytest.raises(ValueError, match=r"`loss`: '" + typo + r"' \(did you mean " + suggestion):
+        get(typo)
+    with pytest.raises(ValueError, match=r"'zzzz'\. Expected one of"):  # nothing close: no guess
+        get("zzzz")
+
+
+@pytest.mark.parametrize("loss, y_true, y_pred, ok", [
+    ("mse", (8,), (8, 1), True), ("mse", (8, 3), (8, 1), False), ("mse", (8,), (8, 4, 1), False),
+    ("mse", (1, 1), (8, 1), False), ("binary_crossentropy", (8, 2), (8, 2), True),
+    ("categorical_crossentropy", (8,), (8, 3), False), ("sparse_categorical_crossentropy", (8, 1), (8, 3), True),
+    ("sparse_categorical_crossentropy", (8, 3), (8, 3), False), (nn.CrossEntropyLoss(), (8,), (8, 3), True),
+    (nn.CrossEntropyLoss(), (8, 3), (8, 3), True), (nn.CrossEntropyLoss(), (8, 2), (8, 3), False),
+    (nn.CrossEntropyLoss(), (8, 5), (8, 3, 5), True), (nn.MSELoss(), (8, 3), (8, 1), False),
+    (F.l1_loss, (8, 1), (8,), True), (lambda t, p: p - t, (8,), (8, 3), True),  # labels against scores
+    (lambda t, p: p - t, (8, 3), (8, 1), False), (lambda t, p: p - t, (4, 1), (8, 1), False),
+    (nn.CosineEmbeddingLoss(), (8, 3), (8, 1), False),  # a torch loss fitkit has no entry for
+])
+def test_every_loss_refuses_targets_that_cannot_meet_its_outputs(loss, y_true, y_pred, ok):
+    fn = get(loss)
+    if ok:
+        fn.check_targets(torch.zeros(y_true), torch.zeros(y_pred))
+        return
+    with pytest.raises(ValueError, match=r"^y: got (targets|labels) (of shape|for)"):
+        fn.check_targets(torch.zeros(y_true), torch.zeros(y_pred))
+    with pytest.raises(ValueError, match=r"^y: got"):  # each call checks as well: no silent broadcast
+        fn(torch.zeros(y_true), torch.zeros(y_pred))
+
+
+def test_a_loss_subclass_cannot_broadcast_either():
+    class Cubed(losses.Loss):
+        def call(self, y_true, y_pred):
+            return ((y_pred - y_true) ** 3).abs().mean(-1)
+
+    with pytest.raises(ValueError, match=r"^y: got targets of shape \(4,\) for model outputs of shape \(4, 1\)"):
+        Cubed()(torch.zeros(4), torch.ones(4, 1))
+    assert Cubed()(torch.zeros(4, 1), torch.ones(4, 1)).item() == 1.0

@@ -701,3 +701,14 @@ def test_outputs_with_a_graph_do_not_leak_into_states():
         metric.update(T([0.0, 1.0]), p)
         assert not metric.result().requires_grad, name
         assert not any(s.requires_grad for s in metric.states().values()), name
+
+
+def test_an_unknown_metric_name_suggests_the_closest_one():
+    from fitkit.metrics import get as get_metric
+
+    for typo, known in (("accuray", "accuracy"), ("precison", "precision"), ("mean_absolute_eror",
+                                                                             "mean_absolute_error")):
+        with pytest.raises(ValueError, match=rf"`metrics`: '{typo}' \(did you mean '{known}'\?\)"):
+            get_metric(typo)
+    with pytest.raises(ValueError, match=r"'qqqq'\. Accepted names"):
+        get_metric("qqqq")

@@ -337,3 +337,33 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monk
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
     (fitkit.load_model if write == "save" else small_mlp().load_weights)(path)
+
+
+class Stepper(torch.optim.Optimizer):
+    """A user's optimizer, saved by its import path."""
+
+    def __init__(self, params, lr=0.1, alpha=0.5):
+        super().__init__(params, {"lr": lr, "alpha": alpha})
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.data.add_(p.grad, alpha=-group["lr"])
+
+
+def test_a_file_whose_optimizer_state_no_longer_fits_its_class_is_refused_before_compile(tmp_path):
+    model = Net(6)
+    model.compile(optimizer=Stepper(model.parameters()), loss="mse")
+    model.fit(*regression_data(), epochs=1, verbose=0)
+    model.save(tmp_path / "m.pt")
+
+    class Stepper2(Stepper):  # the class as it is now: a hyperparameter more, which its step() reads
+        def __init__(self, params, lr=0.1, alpha=0.5, beta=0.9):
+            torch.optim.Optimizer.__init__(self, params, {"lr": lr, "alpha": alpha, "beta": beta})
+
+    with pytest.raises(ValueError, match=r"^filepath: the saved optimizer is not a Stepper2 like this model's \(it has "
+                                         r"the hyperparameters \[\] and lacks \['beta'\]\)\. The class Stepper"):
+        fitkit.load_model(tmp_path / "m.pt", custom_objects={"Stepper": Stepper2})
+    loaded = fitkit.load_model(tmp_path / "m.pt")
+    assert type(loaded.optimizer) is Stepper and loaded.optimizer.state_dict() == model.optimizer.state_dict()

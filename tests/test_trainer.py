@@ -381,7 +381,7 @@ def test_wrong_data_types_raise_value_errors_as_keras():
     model = _model()
     cases = [
         (lambda: model.fit(3, verbose=0), "x: got a int; expected a NumPy array"),
-        (lambda: model.fit("data.csv", verbose=0), "x: got a string 'data.csv'"),
+        (lambda: model.fit("data.csv", verbose=0), "x: got a str 'data.csv'; expected arrays"),
         (lambda: model.predict(object(), verbose=0), "x: got a object"),
         (lambda: model.evaluate(x, y[:5], verbose=0), "x, y and sample_weight: the arrays have different"),
         (lambda: model.fit(x, y, class_weight=[1.0, 2.0], verbose=0), "class_weight: got [1.0, 2.0]"),
@@ -390,3 +390,94 @@ def test_wrong_data_types_raise_value_errors_as_keras():
     for call, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)):
             call()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_a_callback_class_instead_of_an_instance_says_pass_an_instance():
+    x, y = _data()
+    model = _model()
+    for callbacks in ([fitkit.callbacks.EarlyStopping], fitkit.callbacks.EarlyStopping):
+        with pytest.raises(TypeError, match=r"^callbacks: got the class EarlyStopping; expected an instance: pass "
+                                            r"EarlyStopping\(\.\.\.\)"):
+            model.fit(x, y, verbose=0, callbacks=callbacks)
+    with pytest.raises(TypeError, match=r"^callbacks: got the class CSVLogger"):
+        model.evaluate(x, y, verbose=0, callbacks=[fitkit.callbacks.CSVLogger])
+    assert model.training_state.epoch == 0
+
+
+def test_a_validation_generator_that_runs_dry_warns_and_keeps_the_history_aligned():
+    x, y = _data()
+
+    def once():
+        for i in range(0, 40, 20):
+            yield x[i:i + 20], y[i:i + 20]
+
+    model = _model()
+    with pytest.warns(UserWarning, match=r"^validation_data: the iterable yielded no batches .*NaN") as seen:
+        history = model.fit(x, y, epochs=3, verbose=0, validation_data=once())
+    assert len([w for w in seen if "validation_data" in str(w.message)]) == 1  # once, not every epoch
+    assert history.epoch == [0, 1, 2]
+    assert all(len(v) == 3 for v in history.history.values())
+    assert np.isfinite(history.history["val_loss"][0]) and np.isnan(history.history["val_loss"][1:]).all()
+    assert np.isnan(history.history["val_accuracy"][2])
+
+
+def test_evaluate_on_data_without_batches_is_an_error():
+    with pytest.raises(ValueError, match=r"^x: evaluate got no batches"):
+        _model().evaluate(iter([]), verbose=0)
+    with pytest.raises(ValueError, match=r"^x: got arrays of 0 samples"):
+        _model().evaluate(np.zeros((0, 5), np.float32), np.zeros(0), verbose=0)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("where", ["preflight", "forward", "callback"])
+def test_a_fit_that_raises_keeps_none_of_the_training_data(where, shuffle):
+    import gc
+    import weakref
+
+    class Net(fitkit.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if where == "forward" and self.calls == 4:
+                raise RuntimeError("boom")
+            return self.fc(x)
+
+    class Raise(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise RuntimeError("boom")
+
+    x, y = _data()
+    val = _data(seed=1)
+    refs = [weakref.ref(a) for a in (x, y) + val]
+    model = Net()
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss())
+    gc.disable()  # freed by reference counting alone: no cycle may hold them
+    try:
+        try:
+            model.fit(x, y if where != "preflight" else y[:, None, None], batch_size=10, epochs=2, verbose=0,
+                      shuffle=shuffle, validation_data=val, callbacks=[Raise()] if where == "callback" else [])
+        except (RuntimeError, ValueError):
+            pass
+        del x, y, val
+        assert [r() for r in refs] == [None] * 4
+    finally:
+        gc.enable()
+    assert model.training_state.source is None
+
+
+def test_after_a_fit_the_model_keeps_a_copy_of_one_input_not_the_data():
+    import weakref
+
+    x, y = _data()
+    ref = weakref.ref(x)
+    model = _model()
+    model.fit(x, y, epochs=1, verbose=0)
+    del x
+    assert ref() is None and model._input_example.shape == (1, 5)

@@ -26,7 +26,9 @@ class Callback:
         """Called once at the start of fit."""
 
     def on_train_end(self, logs=None):
-        """Called once at the end of fit, also when training stopped early or was interrupted."""
+        """Called once at the end of fit, also when training stopped early, was interrupted or raised,
+        and when a callback after this one failed in its ``on_train_begin`` (so that what this one's
+        ``on_train_begin`` opened gets closed; Keras calls nothing then)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         """Called at the start of each epoch (0-based ``epoch``)."""
@@ -168,7 +170,25 @@ class CallbackList:
                 fn(*args, logs)
 
     def on_train_begin(self, logs=None):
-        self._call("on_train_begin", logs)
+        """Call ``on_train_begin`` on each callback in order. When one raises, the callbacks before it
+        (those that began) get their ``on_train_end``, in order, so that what they opened is closed (a
+        CSVLogger's file); then the exception goes on. The one that raised and those after it get nothing.
+        """
+        logs = {} if logs is None else logs  # as every hook: a dict, never None
+        begun = 0
+        try:
+            for cb in self.callbacks:
+                if _overrides(cb, "on_train_begin"):
+                    getattr(cb, "on_train_begin")(logs)
+                begun += 1
+        except BaseException:
+            for cb in self.callbacks[:begun]:
+                if _overrides(cb, "on_train_end"):
+                    try:
+                        getattr(cb, "on_train_end")(logs)
+                    except Exception:  # the first error is the one to report; the others still clean up
+                        pass
+            raise
 
     def on_train_end(self, logs=None):
         self._call("on_train_end", logs)

@@ -1,10 +1,46 @@
 """ModelCheckpoint: save the model or its weights every epoch or every N batches, or only the best."""
 
+import numbers
 import os
+import string
 import warnings
 
 from .. import distributed
 from .monitor import MonitorCallback, missing_key_hint
+
+
+def check_template(filepath, what="filepath"):
+    """Raise a ValueError unless ``filepath`` is a format string whose fields name log keys plainly.
+
+    The template is filled with numbers only (``epoch``, ``batch`` and the logged values), so a field that
+    reaches into a value (``{epoch.__class__}``, ``{loss[0]}``) or names no key (``{}``, ``{0}``) can only be
+    a mistake, or an attempt to read the program's objects into a file name.
+
+    >>> check_template("ckpt/{epoch:02d}-{val_loss:.3f}.pt")
+    """
+    try:
+        fields = list(string.Formatter().parse(filepath))
+    except ValueError as exc:
+        raise ValueError(f"{what}: got {filepath!r}, which is not a valid format template ({exc}); write "
+                         "{{ and }} for literal braces") from None
+    for _, field, spec, _ in fields:
+        if field is None:
+            continue
+        if field == "" or field.isdigit() or any(c in field for c in ".[]") or "{" in (spec or ""):
+            raise ValueError(f"{what}: the template field {{{field}{':' + spec if spec else ''}}} in {filepath!r} "
+                             "is not a plain log key; the template is filled with numbers only: write a key and "
+                             "a number format, such as {epoch:02d} or {val_loss:.4f}")
+
+
+def _numbers(logs):
+    """The log values that are numbers, as Python numbers (a template formats nothing else)."""
+    values = {}
+    for key, value in logs.items():
+        if isinstance(value, numbers.Number) and not isinstance(value, bool):
+            values[key] = value if isinstance(value, (int, float)) else float(value)
+        elif callable(getattr(value, "item", None)) and getattr(value, "ndim", None) == 0:
+            values[key] = float(value.item())  # a NumPy scalar or 0-dim tensor a callback put in the logs
+    return values
 
 
 class ModelCheckpoint(MonitorCallback):
@@ -35,6 +71,7 @@ class ModelCheckpoint(MonitorCallback):
                 f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive int "
                 "(a number of training batches)."
             )
+        check_template(path)
         # Only save_best_only compares values, so only then must the direction be known.
         super().__init__(monitor, mode, compares=save_best_only)
         self.filepath = path
@@ -75,6 +112,7 @@ class ModelCheckpoint(MonitorCallback):
         return False
 
     def _file_path(self, epoch, batch, logs):
+        logs = _numbers(logs)
         try:
             if batch is None or "batch" in logs:
                 return self.filepath.format(**logs, epoch=epoch + 1)

@@ -7,6 +7,8 @@ accuracy); and adapters for what is not a fitkit Metric: torchmetrics-style obje
 (:class:`TorchMetricWrapper`), torch loss modules and plain ``fn(y_true, y_pred)`` callables.
 """
 
+import difflib
+
 import torch
 
 from fitkit.conventions import snake_case
@@ -283,12 +285,20 @@ _NAMES = {
 _LOOKUP = {key.replace("_", ""): make for key, make in _NAMES.items()}
 
 
+def _closest_name(identifier):
+    """" (did you mean ...?)" with the known metric name closest to ``identifier``, or ""."""
+    by_key = {key.replace("_", ""): key for key in sorted(_NAMES, reverse=True)}  # the shortest spelling wins
+    close = difflib.get_close_matches(identifier.lower().replace("_", ""), by_key, n=1, cutoff=0.6)
+    return f" (did you mean {by_key[close[0]]!r}?)" if close else ""
+
+
 def _from_name(identifier, loss, argument):
     make = _LOOKUP.get(identifier.lower().replace("_", ""))
     if make is None:
         raise ValueError(
-            f"Unknown metric name in `{argument}`: {identifier!r}. Accepted names: {', '.join(sorted(_NAMES))}; "
-            "or pass a fitkit Metric, a torchmetrics-style object, or a callable fn(y_true, y_pred)."
+            f"Unknown metric name in `{argument}`: {identifier!r}{_closest_name(identifier)}. Accepted names: "
+            f"{', '.join(sorted(_NAMES))}; or pass a fitkit Metric, a torchmetrics-style object, or a callable "
+            "fn(y_true, y_pred)."
         )
     return make(identifier, loss)
 
