@@ -20,9 +20,10 @@ import numbers
 import torch
 from torch import nn
 
-from . import optimizers
+from . import jit, mixed_precision, optimizers
 from .losses import get as get_loss
 from .metrics import get as get_metric
+from .step import StepMechanics
 
 
 def output_names(y_pred):
@@ -483,8 +484,9 @@ class CompiledState:
     """
 
     def __init__(self, optimizer, loss, metrics, weighted_metrics, loss_weights, scheduler,
-                 scheduler_interval, scheduler_monitor, device, config):
+                 scheduler_interval, scheduler_monitor, device, config, step=None):
         self.optimizer = optimizer
+        self.step = step  # fitkit.step.StepMechanics: autocast, loss scaling, accumulation, clipping, jit
         self.loss = loss
         self.metric_specs = (metrics, weighted_metrics)
         self.metrics = None
@@ -623,11 +625,17 @@ def resolve_device(device, model):
 
 def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
           steps_per_execution=1, scheduler=None, scheduler_interval="epoch", scheduler_monitor=None,
-          device=None):
-    """``Model.compile``'s work: check every argument, place the model, build the optimizer and scheduler.
+          device=None, run_eagerly=None, jit_compile="auto", auto_scale_loss=True, dtype_policy=None,
+          clipnorm=None, clipvalue=None, global_clipnorm=None, gradient_accumulation_steps=None):
+    """``Model.compile``'s work: check every argument, place the model, build the optimizer and scheduler
+    and the step mechanics (:mod:`fitkit.step`).
 
     Returns the :class:`CompiledState`; nothing on the model changes before the arguments are checked.
     """
+    if not isinstance(auto_scale_loss, bool):
+        raise ValueError(f"auto_scale_loss: got {auto_scale_loss!r}; expected True or False")
+    step_options = _step_options(optimizer, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+                                 gradient_accumulation_steps=gradient_accumulation_steps)
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
     if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -646,6 +654,8 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
             raise ValueError(f"{name}: got {value!r}; expected a list of metrics (e.g. ['accuracy']) "
                              "or a dict output name -> list")
     target = resolve_device(device, model)
+    policy = mixed_precision.resolve(dtype_policy, target)
+    use_jit = jit.resolve(jit_compile, run_eagerly, model, target)
     if not list(model.parameters()) and not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError("optimizer: the model has no parameters to train; create its layers in __init__ "
                          "before compile")
@@ -664,6 +674,24 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
                          "monitor 'loss' (the default) or a metric, or step it per epoch")
     config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
               "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
-              "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor}
+              "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor,
+              # what load_model passes back to compile, with the torch optimizer the spec became
+              "dtype_policy": policy.name, "jit_compile": jit_compile, "auto_scale_loss": auto_scale_loss,
+              **step_options}
+    scaler = mixed_precision.grad_scaler(target) if policy.name == "mixed_float16" and auto_scale_loss else None
+    mechanics = StepMechanics(opt, target, policy, scaler=scaler, jit=jit.CompiledStep() if use_jit else None,
+                              **step_options)
     return CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
-                         scheduler_interval, scheduler_monitor, target, config)
+                         scheduler_interval, scheduler_monitor, target, config, step=mechanics)
+
+
+def _step_options(optimizer, **given):
+    """compile's clipnorm / clipvalue / global_clipnorm / gradient_accumulation_steps merged with an
+    optimizer spec's own (each given once), checked by Keras's rules."""
+    given = optimizers.check_step_options("compile", **given)
+    own = optimizers.step_options(optimizer)
+    both = [k for k in given if given[k] is not None and own.get(k) is not None]
+    if both:
+        raise ValueError(f"{both[0]}: given both to compile and on the optimizer {optimizer!r}; expected it once")
+    merged = {k: given[k] if given[k] is not None else own.get(k) for k in given}
+    return optimizers.check_step_options("compile", **merged)

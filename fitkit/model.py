@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, compiled, data, losses, metrics, optimizers, trainer
+from . import checkpoint, compiled, data, losses, metrics, mixed_precision, optimizers, trainer
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
 
@@ -94,7 +94,9 @@ class Model(nn.Module):
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
-                scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None):
+                scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None,
+                dtype_policy=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                gradient_accumulation_steps=None):
         """Configure training: optimizer, loss, metrics and (fitkit) a learning-rate scheduler.
 
         optimizer: a name ("adam", "sgd", ...), a ``fitkit.optimizers`` spec, or a torch optimizer.
@@ -106,15 +108,32 @@ class Model(nn.Module):
             ``ReduceLROnPlateau`` gets ``scheduler_monitor`` (default ``val_loss``, else ``loss``).
         device: where to train; by default a model left on the CPU trains on CUDA, then MPS, when
             present, and a model the user placed stays where it is.
-        run_eagerly, steps_per_execution, jit_compile, auto_scale_loss: accepted for Keras code;
-            fitkit always runs eagerly and one step at a time, which is already its fastest path.
+        dtype_policy: Keras's "float32", "mixed_float16" or "mixed_bfloat16" (default: the global policy,
+            :func:`fitkit.set_dtype_policy`): the forward and the loss run under ``torch.autocast`` in half
+            precision, weights and optimizer stay float32; "mixed_float16" scales the loss with a
+            ``GradScaler`` (``auto_scale_loss=True``, Keras's default) and skips steps whose gradients
+            overflowed. See :mod:`fitkit.mixed_precision`.
+        jit_compile: True compiles the training step's forward, loss and backward with
+            ``torch.compile`` (falling back to eager, with a warning, where it cannot); "auto" (default)
+            does so only on CUDA for models of a million parameters or more; False never (see
+            :mod:`fitkit.jit`). ``run_eagerly=True`` turns it off, as in Keras.
+        clipnorm, clipvalue, global_clipnorm, gradient_accumulation_steps: Keras's optimizer arguments,
+            for a torch optimizer or a name (a ``fitkit.optimizers`` spec takes them itself): clip each
+            gradient's norm, each element, or the norm of all gradients together, and step the optimizer
+            every k batches on the mean of their gradients. See :mod:`fitkit.step`.
+        steps_per_execution: accepted for Keras code; fitkit runs one step at a time.
 
         >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        >>> model.compile(optimizer=fitkit.optimizers.AdamW(global_clipnorm=1.0, gradient_accumulation_steps=4),
+        ...               loss="sparse_categorical_crossentropy", dtype_policy="mixed_bfloat16")
         """
         self._compiled = compiled.build(
             self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, steps_per_execution=steps_per_execution, scheduler=scheduler,
-            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device)
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device,
+            run_eagerly=run_eagerly, jit_compile=jit_compile, auto_scale_loss=auto_scale_loss,
+            dtype_policy=dtype_policy, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+            gradient_accumulation_steps=gradient_accumulation_steps)
 
     @property
     def compiled(self):
@@ -200,24 +219,25 @@ class Model(nn.Module):
         Override it to change what a step does (a GAN, a custom loss); return a dict of values.
         """
         x, y, sample_weight = data
-        optimizer = self._compiled.optimizer
-        y_pred = self._forward(x)
-        loss = self.compute_loss(x, y, y_pred, sample_weight)
-        optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
-        loss.backward()
-        optimizer.step()
+        with self._compiled.step as step:  # fitkit/step.py: autocast, jit, loss scaling, accumulation, clipping
+            y_pred, loss = step.forward_and_loss(self, x, y, sample_weight)
+            step.backward(loss)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         """Loss and metrics on ``data = (x, y, sample_weight)`` without training; returns the running logs."""
         x, y, sample_weight = data
-        y_pred = self._forward(x)
-        self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        with self._compiled.step.autocast():  # the dtype policy's, as in training
+            y_pred = self._forward(x)
+            self.compute_loss(x, y, y_pred, sample_weight, training=False)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
-        """The model's outputs for ``data = (x, y, sample_weight)`` (only x is used)."""
-        return self._forward(data[0])
+        """The model's outputs for ``data = (x, y, sample_weight)`` (only x is used); float32 under a mixed
+        dtype policy."""
+        policy = mixed_precision.for_model(self)
+        with mixed_precision.autocast(policy, self.device):
+            return mixed_precision.outputs_float32(self._forward(data[0]), policy)
 
     # ------------------------------------------------------------------ fit / evaluate / predict
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
