@@ -3,7 +3,6 @@ checked against hand-written torch loops, and their state in the training state.
 
 import contextlib
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
