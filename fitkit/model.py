@@ -243,7 +243,7 @@ class Model(nn.Module):
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-            validation_freq=1, max_epochs=1000, time_budget=None):
+            validation_freq=1, max_epochs=1000, time_budget=None, threads="auto"):
         """Train the model and return a :class:`~fitkit.history.History`, as Keras's ``fit``.
 
         x: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
@@ -261,6 +261,11 @@ class Model(nn.Module):
         says so once. ``time_budget`` (seconds, any ``epochs``) stops before an epoch that would end
         past the budget. ``history.stop_reason`` says why training stopped.
 
+        ``threads`` (fitkit): torch's CPU thread count during the fit. "auto" (default) picks one thread
+        for a small model's step, where threads cost more than they save, and up to torch's own count for
+        a big one, by a fixed rule of the step's size (so runs stay reproducible); ``threads=k`` uses k;
+        None leaves torch alone. torch's count is restored when fit returns (see :mod:`fitkit.threads`).
+
         >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
         >>> history.history["val_loss"]
         >>> history = model.fit(x, y, epochs="auto")   # then print(history.diagnose())
@@ -271,7 +276,7 @@ class Model(nn.Module):
                            sample_weight=sample_weight, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
-                           max_epochs=max_epochs, time_budget=time_budget)
+                           max_epochs=max_epochs, time_budget=time_budget, threads=threads)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):

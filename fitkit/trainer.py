@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from . import data, preflight
+from . import data, preflight, threads as threads_
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
@@ -96,10 +96,11 @@ def _callback_list(model, user_callbacks, verbose, params, history=None):
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
         initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-        validation_freq=1, max_epochs=1000, time_budget=None):
+        validation_freq=1, max_epochs=1000, time_budget=None, threads="auto"):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     compiled = require(model, "fit")
     verbose = _check_verbose(verbose)
+    threads_.check(threads)
     user_callbacks = _as_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
@@ -128,7 +129,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     state.source = train
     logs, started = {}, time.perf_counter()
     try:
-        with GracefulInterrupt() as interrupt:
+        # torch's thread count for this fit (fitkit/threads.py), put back on the way out whatever happens
+        with threads_.FitThreads(model, threads, compiled.device), GracefulInterrupt() as interrupt:
             cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
@@ -223,7 +225,7 @@ def train_epoch(model, train, cbs, interrupt=None):
     per_step = compiled.scheduler is not None and compiled.scheduler_interval == "step"
     logs = None
     skip = state.step
-    for step, batch in enumerate(train.epoch(skip=skip), start=skip):
+    for step, batch in enumerate(threads_.watch(model, train.epoch(skip=skip)), start=skip):
         if begin:
             begin(step)
         logs = model.train_step(batch)
