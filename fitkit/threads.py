@@ -13,7 +13,8 @@ changing them once used).
 The choice is a deterministic rule of the step's size, not a timing: the thread count changes the order
 of float reductions inside some kernels, and a timed choice could differ from run to run. The work is
 counted once per model and batch shape with torch's ``FlopCounterMode`` over a no-grad forward of the
-first training batch (evaluation mode, every RNG as it was), so the same script on the same machine
+first training batch (evaluation mode, every RNG as it was; for in-memory data the first batch in stored
+order, so a fit resumed mid-epoch measures the same batch), so the same script on the same machine
 always picks the same count, a fit split over several calls picks it in each of them, and a resumed run
 picks it again: the weights are the same run after run, call after call, resume after resume. A model
 trained on another device than the CPU gets no change.
@@ -30,9 +31,10 @@ import torch
 from . import data
 
 #: Forward FLOPs of one training batch per thread (a 256-512-512-10 MLP at batch 64 is 51 MFLOP, the
-#: article's logistic regression at batch 32 is 640 FLOP). Calibrated on a 2-core VM, where a second
-#: thread starts to pay at about this much work per step (benchmarks/README.md).
-FLOPS_PER_THREAD = 8e6
+#: article's logistic regression at batch 32 is 640 FLOP). Measured on a 2-core VM with MLPs of growing
+#: width: two threads cost up to 12x one thread's time below 0.2 MFLOP, break even between 0.5 and
+#: 4 MFLOP, and save 15-20 % from 13 MFLOP on; so a second thread from 8 MFLOP (benchmarks/README.md).
+FLOPS_PER_THREAD = 4e6
 
 _pending = weakref.WeakKeyDictionary()   # model -> the FitThreads of its running fit, until its first batch
 _measured = weakref.WeakKeyDictionary()  # model -> {batch signature: forward FLOPs}
@@ -52,7 +54,7 @@ def choose(flops, available):
     ``[1, available]``.
 
     >>> choose(640, 16), choose(51e6, 2), choose(51e6, 16)
-    (1, 2, 6)
+    (1, 2, 12)
     """
     return int(max(1, min(available, flops // FLOPS_PER_THREAD)))
 
@@ -76,12 +78,17 @@ def forward_flops(model, x):
 
 
 class FitThreads:
-    """The thread count of one fit: a context manager around the training, restoring torch's count."""
+    """The thread count of one fit: a context manager around the training, restoring torch's count.
 
-    def __init__(self, model, threads, device):
+    ``source`` is the fit's training data: in-memory data is measured on its first batch (in stored
+    order, at full batch size) when the fit starts; a DataLoader or generator on the first batch it
+    yields (see :func:`watch`).
+    """
+
+    def __init__(self, model, threads, source):
         self.model = model
         self.threads = check(threads)
-        self.device = torch.device(device)
+        self.source = source
         self.restore = None
         self.chosen = None
 
@@ -89,8 +96,11 @@ class FitThreads:
         self.restore = torch.get_num_threads()
         if isinstance(self.threads, int):
             self._set(self.threads)
-        elif self.threads == "auto" and self.device.type == "cpu" and self.restore > 1:
-            _pending[self.model] = self  # decided on the first batch, by watch()
+        elif self.threads == "auto" and self.source.device.type == "cpu" and self.restore > 1:
+            if callable(getattr(self.source, "first_batch", None)):
+                self.decide(self.source.first_batch())
+            else:
+                _pending[self.model] = self  # decided on the first batch, by watch()
         return self
 
     def __exit__(self, *exc):
@@ -105,7 +115,7 @@ class FitThreads:
             torch.set_num_threads(count)
 
     def decide(self, batch):
-        """Set the count for the training batch ``batch = (x, y, sample_weight)`` (the fit's first)."""
+        """Set the count for the step on the training batch ``batch = (x, y, sample_weight)``."""
         _pending.pop(self.model, None)
         flops = forward_flops(self.model, batch[0])
         if flops is not None:

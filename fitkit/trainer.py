@@ -130,7 +130,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     logs, started = {}, time.perf_counter()
     try:
         # torch's thread count for this fit (fitkit/threads.py), put back on the way out whatever happens
-        with threads_.FitThreads(model, threads, compiled.device), GracefulInterrupt() as interrupt:
+        with threads_.FitThreads(model, threads, train), GracefulInterrupt() as interrupt:
             cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
