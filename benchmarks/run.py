@@ -44,25 +44,37 @@ WORKLOADS = [
     {"name": "predict", "what": "predict: MLP on 20000 samples, b64, vs inference_mode loop", "target": 1.05},
     {"name": "import", "what": "import fitkit after import torch (s added; hand column: import torch)",
      "target": 0.30},
+    # Issue 15. The threads rows leave torch at its default thread count on both sides (fitkit's fit then
+    # picks its own, threads="auto") and show wall time: CPU time adds up every thread's.
+    {"name": "article-threads", "what": "article at torch's default threads: fit(threads='auto') vs the hand loop",
+     "target": 0.50, "default_threads": True, "clock": "wall"},
+    {"name": "mlp-threads", "what": "MLP at torch's default threads: fit(threads='auto') vs the hand loop",
+     "target": 1.03, "default_threads": True, "clock": "wall"},
+    {"name": "mlp-bf16", "what": "MLP, dtype_policy='mixed_bfloat16' vs a hand loop under torch.autocast(bfloat16)",
+     "target": 1.05},
+    {"name": "mlp-jit", "what": "MLP, jit_compile=True vs a hand loop with torch.compile(forward + loss); "
+     "compilation timed apart", "target": 1.05},
 ]
 NAMES = [w["name"] for w in WORKLOADS]
 
 
 # ----------------------------------------------------------------------------------------- running
 
-def _env():
+def _env(default_threads=False):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["KERAS_BACKEND"] = "torch"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("MKL_NUM_THREADS", "1")
+    if not default_threads:
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("MKL_NUM_THREADS", "1")
     return env
 
 
 def run_child(config, python=None):
     """Run one measurement in a fresh interpreter; its result dict (``error`` set when it failed)."""
     cmd = [python or sys.executable, "-m", "benchmarks.child", json.dumps(config)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(config.get("default_threads", False)), capture_output=True,
+                          text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
@@ -93,7 +105,8 @@ def run_workload(workload, repeats, quick, device, peers, peer_python, log):
     for i in range(repeats):
         order = runners[i % len(runners):] + runners[:i % len(runners)]
         for runner in order:
-            config = {"workload": workload["name"], "runner": runner, "quick": quick, "device": device}
+            config = {"workload": workload["name"], "runner": runner, "quick": quick, "device": device,
+                      "default_threads": workload.get("default_threads", False)}
             python = peer_python if runner in PEERS else None
             result = run_child(config, python)
             results[runner].append(result)
@@ -132,6 +145,7 @@ def _same(fk, hand, trains=True, what="loss"):
 def summarize(workload, results, clock):
     """The table rows (dicts) for one workload."""
     name = workload["name"]
+    clock = workload.get("clock", clock)
     fk, hand = _median(results["fitkit"], clock), _median(results["hand"], clock)
     rows = []
     if name == "import":
@@ -142,11 +156,17 @@ def summarize(workload, results, clock):
                      "met": _met(added, workload["target"]), "check": ""})
         return rows
     ratio = fk / hand if fk and hand else None
+    check = _same(results["fitkit"], results["hand"], trains=name not in ("evaluate", "predict"),
+                  what="mean output" if name == "predict" else "loss")
+    compile_fk, compile_hand = _median(results["fitkit"], "compile_s"), _median(results["hand"], "compile_s")
+    if compile_fk is not None and compile_hand is not None:
+        check += f"; compile {compile_hand:.1f} vs {compile_fk:.1f} s"
+    if workload.get("default_threads"):
+        counts = sorted({r.get("threads") for r in results["hand"] if "error" not in r} - {None})
+        check += f"; {clock} time, torch's {'/'.join(map(str, counts))} threads"
     rows.append({"workload": name, "what": workload["what"], "hand": hand, "fitkit": fk,
                  "ratio": f"{ratio:.3f}" if ratio else "n/a", "target": f"<= {workload['target']:.2f}",
-                 "met": _met(ratio, workload["target"]),
-                 "check": _same(results["fitkit"], results["hand"], trains=name not in ("evaluate", "predict"),
-                                what="mean output" if name == "predict" else "loss")})
+                 "met": _met(ratio, workload["target"]), "check": check})
     if workload.get("memory_target"):
         fk_mem, hand_mem = _median(results["fitkit"], "peak_rss_mb"), _median(results["hand"], "peak_rss_mb")
         fk_run, hand_run = _median(results["fitkit"], "run_rss_mb"), _median(results["hand"], "run_rss_mb")
@@ -292,7 +312,8 @@ def main(argv=None):
         peer_rows += extra_rows(workload, results, args.clock)
     clock = "process CPU time" if args.clock == "cpu" else "wall time"
     header = (f"fitkit / hand-written PyTorch: median of {args.repeats} run(s) per side, each in a fresh process, "
-              f"torch {', '.join(sorted(torch_versions)) or '?'} on {args.device}, 1 thread, {clock}"
+              f"torch {', '.join(sorted(torch_versions)) or '?'} on {args.device}, 1 thread, {clock} "
+              "(*-threads: torch's default threads, wall time)"
               + (" (--quick: tiny sizes, ratios mean nothing)" if args.quick else ""))
     print()
     print(format_table(rows, header))

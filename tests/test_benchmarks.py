@@ -42,3 +42,10 @@ def test_unknown_workload_is_an_error_naming_the_choices():
     proc = _run("--only", "nope")
     assert proc.returncode != 0
     assert "unknown workload 'nope'" in proc.stderr and "article" in proc.stderr
+
+
+def test_quick_run_of_a_row_at_torchs_default_thread_count():
+    proc = _run("--quick", "--only", "article-threads", "--no-peers")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("article-threads "))
+    assert re.search(r"<= 0\.50\s+(yes|NO)\s+same weights; wall time, torch's \d+ threads", row)
