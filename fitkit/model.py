@@ -216,7 +216,9 @@ class Model(nn.Module):
     def train_step(self, data):
         """One optimisation step on ``data = (x, y, sample_weight)``; returns the running logs.
 
-        Override it to change what a step does (a GAN, a custom loss); return a dict of values.
+        Override it to change what a step does (a GAN, a custom loss); return a dict of values. The
+        ``with self._compiled.step as step:`` block is what applies compile's dtype policy, jit_compile,
+        gradient accumulation and clipping (:mod:`fitkit.step`): an override that keeps it keeps them.
         """
         x, y, sample_weight = data
         with self._compiled.step as step:  # fitkit/step.py: autocast, jit, loss scaling, accumulation, clipping
