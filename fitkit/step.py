@@ -213,7 +213,7 @@ def clip_by_global_norm_(grads, clipnorm):
     device = grads[0].device
     norms = torch._foreach_norm(grads)
     total = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
-    scale = clipnorm * torch.minimum(1.0 / total, torch.tensor(1.0 / clipnorm, device=device)) + (total - total)
+    scale = clipnorm / total.clamp_min(clipnorm) + (total - total)  # (total - total): NaN unless finite
     if all(g.device == device for g in grads):
         torch._foreach_mul_(grads, scale)
     else:
