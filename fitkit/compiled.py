@@ -688,10 +688,10 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
 def _step_options(optimizer, **given):
     """compile's clipnorm / clipvalue / global_clipnorm / gradient_accumulation_steps merged with an
     optimizer spec's own (each given once), checked by Keras's rules."""
-    given = optimizers.check_step_options("compile", **given)
+    given = optimizers.check_step_options(**given)
     own = optimizers.step_options(optimizer)
     both = [k for k in given if given[k] is not None and own.get(k) is not None]
     if both:
         raise ValueError(f"{both[0]}: given both to compile and on the optimizer {optimizer!r}; expected it once")
     merged = {k: given[k] if given[k] is not None else own.get(k) for k in given}
-    return optimizers.check_step_options("compile", **merged)
+    return optimizers.check_step_options(**merged)

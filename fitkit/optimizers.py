@@ -272,9 +272,10 @@ class Nadam(OptimizerSpec):
 STEP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps")
 
 
-def check_step_options(who, clipnorm=None, clipvalue=None, global_clipnorm=None, gradient_accumulation_steps=None):
-    """The four gradient options checked as Keras checks them; errors start with ``who`` (an optimizer
-    spec's name, or "compile").
+def check_step_options(who=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                       gradient_accumulation_steps=None):
+    """The four gradient options checked as Keras checks them. Errors name the argument first
+    (``"clipnorm: got ..."``, compile's style), or the spec ``who`` first (``"Adam: clipnorm got ..."``).
 
     Each clip value is a number >= 0 or None (0 means no clipping, as in Keras), at most one of the three
     is given, and ``gradient_accumulation_steps`` is an integer >= 2 or None.
@@ -282,21 +283,24 @@ def check_step_options(who, clipnorm=None, clipvalue=None, global_clipnorm=None,
     >>> check_step_options("Adam", clipnorm=1.0)["clipnorm"]
     1.0
     """
+    def error(names, got, expected):
+        head = f"{who}: {names} got" if who else f"{names}: got"
+        return ValueError(f"{head} {got}; expected {expected}")
+
     options = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
     for name, value in options.items():
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0.0:
-            raise ValueError(f"{who}: {name} got {value!r}; expected a number >= 0 or None")
+            raise error(name, repr(value), "a number >= 0 or None")
         options[name] = float(value)
     given = {k: v for k, v in options.items() if v is not None}
     if len(given) > 1:
-        got = ", ".join(f"{k}={v!r}" for k, v in given.items())
-        raise ValueError(f"{who}: got {got}; expected only one of clipnorm, clipvalue and global_clipnorm "
-                         "(Keras's rule)")
+        raise error(", ".join(given), ", ".join(f"{k}={v!r}" for k, v in given.items()),
+                    "only one of clipnorm, clipvalue and global_clipnorm (Keras's rule)")
     k = gradient_accumulation_steps
     if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2):
-        raise ValueError(f"{who}: gradient_accumulation_steps got {k!r}; expected an integer >= 2 or None")
+        raise error("gradient_accumulation_steps", repr(k), "an integer >= 2 or None")
     options["gradient_accumulation_steps"] = None if k is None else int(k)
     return options
 

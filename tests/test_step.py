@@ -199,17 +199,18 @@ def test_the_no_sync_seam_is_entered_around_every_batch_but_the_last_of_a_window
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(optimizer="sgd", clipnorm=1.0, clipvalue=0.5),
-     "compile: got clipnorm=1.0, clipvalue=0.5; expected only one of clipnorm, clipvalue and global_clipnorm"),
+     "clipnorm, clipvalue: got clipnorm=1.0, clipvalue=0.5; expected only one of clipnorm, clipvalue and "
+     "global_clipnorm"),
     (dict(optimizer=fitkit.optimizers.SGD(clipnorm=1.0), global_clipnorm=1.0),
-     "compile: got clipnorm=1.0, global_clipnorm=1.0; expected only one of"),
+     "clipnorm, global_clipnorm: got clipnorm=1.0, global_clipnorm=1.0; expected only one of"),
     (dict(optimizer=fitkit.optimizers.SGD(clipnorm=1.0), clipnorm=2.0),
      "clipnorm: given both to compile and on the optimizer SGD"),
     (dict(optimizer="sgd", gradient_accumulation_steps=1),
-     "compile: gradient_accumulation_steps got 1; expected an integer >= 2 or None"),
+     "gradient_accumulation_steps: got 1; expected an integer >= 2 or None"),
     (dict(optimizer="sgd", gradient_accumulation_steps=2.0),
-     "compile: gradient_accumulation_steps got 2.0; expected an integer >= 2 or None"),
-    (dict(optimizer="sgd", clipvalue=-1), "compile: clipvalue got -1; expected a number >= 0 or None"),
-    (dict(optimizer="sgd", global_clipnorm="1"), "compile: global_clipnorm got '1'; expected a number >= 0"),
+     "gradient_accumulation_steps: got 2.0; expected an integer >= 2 or None"),
+    (dict(optimizer="sgd", clipvalue=-1), "clipvalue: got -1; expected a number >= 0 or None"),
+    (dict(optimizer="sgd", global_clipnorm="1"), "global_clipnorm: got '1'; expected a number >= 0"),
 ])
 def test_bad_gradient_options_are_refused_before_compile_changes_anything(kwargs, message):
     model = _net()
@@ -224,7 +225,8 @@ def test_optimizer_specs_take_keras_gradient_arguments_and_check_them_as_keras_d
     spec = fitkit.optimizers.AdamW(global_clipnorm=1.0, gradient_accumulation_steps=4)
     assert spec.global_clipnorm == 1.0 and spec.clipnorm is None and spec.gradient_accumulation_steps == 4
     assert fitkit.optimizers.AdamW.from_config(spec.get_config()) == spec
-    with pytest.raises(ValueError, match="Adam: got clipnorm=1.0, global_clipnorm=2.0; expected only one of"):
+    with pytest.raises(ValueError, match="Adam: clipnorm, global_clipnorm got clipnorm=1.0, global_clipnorm=2.0; "
+                                         "expected only one of"):
         fitkit.optimizers.Adam(clipnorm=1.0, global_clipnorm=2.0)
     with pytest.raises(ValueError, match="SGD: gradient_accumulation_steps got 1; expected an integer >= 2"):
         fitkit.optimizers.SGD(gradient_accumulation_steps=1)
