@@ -1,6 +1,7 @@
 """One measurement in a fresh process: ``python -m benchmarks.child '{"workload": ..., "runner": ...}'``.
 
-The process pins torch to one thread, builds the workload's data and model (untimed), pays torch's
+The process pins torch to one thread (the ``*-threads`` workloads leave torch at its default count),
+builds the workload's data and model (untimed; ``mlp-jit`` also compiles its step there), pays torch's
 one-time lazy costs (:func:`benchmarks.workloads.warm_up`, untimed, the same on every side), then
 times the runner and prints one line ``BENCH_RESULT {json}`` with:
 
@@ -9,6 +10,8 @@ times the runner and prints one line ``BENCH_RESULT {json}`` with:
   end, i.e. interpreter + torch + data + the run;
 - ``run_rss_mb``: how far the resident set rose above its level at the start of the timed part (the
   kernel's high-water mark is reset there through ``/proc/self/clear_refs``; None where that fails);
+- ``threads``: torch's thread count after the run (fit puts its own back), ``compile_s``: the
+  wall seconds of the compiling warm-up (``mlp-jit``; None elsewhere);
 - ``loss``: what the run ended on (the last epoch's training loss, the evaluated loss, or the mean
   prediction) and ``weights``: the sum of the model's weights (float64) after it, so the table can
   show that the two sides did the same arithmetic.
@@ -76,7 +79,8 @@ def _job(workload, runner, quick, device):
     from . import twins
     from . import workloads as w
 
-    family = "mlp" if workload in ("mlp", "evaluate", "predict") else workload if workload == "ddp" else "article"
+    family = "mlp" if workload.startswith("mlp") or workload in ("evaluate", "predict") else \
+        workload if workload == "ddp" else "article"
     epochs = w.sizes(family, quick)["epochs"]
     if runner in ("keras", "lightning", "poutyne", "skorch"):
         from . import peers
@@ -91,7 +95,7 @@ def _job(workload, runner, quick, device):
         model = w.article_model() if family == "article" else torch.nn.Sequential(*w.mlp_layers())
     model.to(device)
 
-    if workload in ("article", "article-named-adam", "article-progbar"):
+    if workload in ("article", "article-named-adam", "article-progbar", "article-threads"):
         x, y = w.article_data(quick)
         if runner == "hand-fused":
             return lambda: twins.article(x, y, model, epochs, fused=True, device=device)
@@ -114,8 +118,22 @@ def _job(workload, runner, quick, device):
         x, y = w.mlp_data(quick, family="ddp")
         return lambda: side.ddp(x, y, model, epochs, device=device)
     x, y = w.mlp_data(quick)
-    if workload == "mlp":
+    if workload in ("mlp", "mlp-threads"):
         return lambda: side.mlp(x, y, model, epochs, device=device)
+    if workload == "mlp-bf16":
+        if runner == "fitkit":
+            return lambda: side.mlp(x, y, model, epochs, device=device, dtype_policy="mixed_bfloat16")
+        return lambda: side.mlp(x, y, model, epochs, device=device, autocast=torch.bfloat16)
+    if workload == "mlp-jit":
+        # The compilation (a warm-up on the timed batch shapes) is set-up, timed apart as "compile_s".
+        if runner == "fitkit":
+            seconds = side.mlp_jit_prepare(x, y, model, device=device)
+            job = lambda: side.mlp(x, y, model, epochs, device=device, compiled=True)  # noqa: E731
+        else:
+            optimizer, step, seconds = side.mlp_jit_prepare(x, y, model)
+            job = lambda: side.mlp(x, y, model, epochs, device=device, optimizer=optimizer, step=step)  # noqa: E731
+        job.compile_s = seconds
+        return job
     if workload == "evaluate":
         if runner == "fitkit":
             side.compile_for_evaluate(model, device)  # a user compiled the model long before evaluating
@@ -134,7 +152,8 @@ def measure(config):
         return result
 
     import torch
-    torch.set_num_threads(1)
+    if not config.get("default_threads"):
+        torch.set_num_threads(1)
     from . import workloads as w
 
     device = config.get("device", "cpu")
@@ -162,7 +181,8 @@ def measure(config):
     run_rss = (_status_kb("VmHWM") - rss_start) / 1024.0 if reset else None
     result = {"wall": wall, "cpu": cpu, "loss": None if loss is None else float(loss),
               "peak_rss_mb": max(peak_before, _peak_rss_mb()), "run_rss_mb": run_rss, "bar_bytes": drawn,
-              "torch": torch.__version__, "weights": _checksum(model)}
+              "torch": torch.__version__, "weights": _checksum(model), "threads": torch.get_num_threads(),
+              "compile_s": getattr(job, "compile_s", None)}
     if runner in ("keras", "lightning", "poutyne", "skorch"):
         from . import peers
         result["version"] = peers.version(runner)

@@ -5,6 +5,8 @@ fitkit gets the data as the user has it (the article's ``(N,)`` integer labels, 
 Each function returns ``(final epoch loss, model)``; the caller starts the clock before calling it.
 """
 
+import time
+
 import torch
 from torch import nn
 
@@ -36,12 +38,14 @@ def article_loader(loader, model, epochs, device="cpu"):
     return history.history["loss"][-1], model
 
 
-def mlp(x, y, model, epochs, device="cpu"):
-    """``fit`` with ``validation_split=0.1`` on the MLP workload."""
+def mlp(x, y, model, epochs, device="cpu", dtype_policy=None, compiled=False):
+    """``fit`` with ``validation_split=0.1`` on the MLP workload; ``dtype_policy`` as compile takes it;
+    ``compiled``: the model was compiled (with ``jit_compile=True``) by :func:`mlp_jit_prepare`."""
     s = w.MLP
     fitkit.set_seed(w.ORDER_SEED)
-    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=s["lr"]), loss=nn.CrossEntropyLoss(),
-                  device=device)
+    if not compiled:
+        model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=s["lr"]), loss=nn.CrossEntropyLoss(),
+                      device=device, dtype_policy=dtype_policy)
     history = model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, verbose=0,
                         validation_split=s["validation_split"])
     return history.history["loss"][-1], model
@@ -57,6 +61,20 @@ def ddp(x, y, model, epochs, device="cpu"):
     history = model.fit(x, y, batch_size=s["batch_size"], epochs=epochs, verbose=0,
                         validation_split=s["validation_split"])
     return history.history["loss"][-1], model
+
+
+def mlp_jit_prepare(x, y, model, device="cpu"):
+    """``compile(jit_compile=True)`` and a warm-up fit on the first 80 samples (batches of 64 and 16, the
+    shapes of the timed epochs), which compiles the step. Returns the seconds the warm-up took."""
+    fitkit.set_seed(w.ORDER_SEED)
+    model.compile(optimizer=torch.optim.Adam(model.parameters(), lr=w.MLP["lr"]), loss=nn.CrossEntropyLoss(),
+                  device=device, jit_compile=True)
+    started = time.perf_counter()
+    model.fit(x[:80], y[:80], batch_size=64, epochs=1, shuffle=False, verbose=0)
+    seconds = time.perf_counter() - started
+    if not model._compiled.step.jit.active:
+        raise RuntimeError("jit_compile: the MLP's step did not compile (see the warning above)")
+    return seconds
 
 
 def compile_for_evaluate(model, device="cpu"):

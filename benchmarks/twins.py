@@ -15,6 +15,9 @@ samples; the validation loss likewise). What a careful hand loop does and fitkit
 Each function returns ``(final epoch loss, model)``; the caller starts the clock before calling it.
 """
 
+import contextlib
+import time
+
 import torch
 from torch import nn
 
@@ -81,17 +84,24 @@ def _mean_loss(model, criterion, x, y, bs, on_cpu):
     return float(total) / len(x)
 
 
-def mlp(x, y, model, epochs, device="cpu"):
-    """The MLP: CrossEntropyLoss, Adam(lr=1e-3), batch 64, the last 10% held out and evaluated each epoch."""
+def mlp(x, y, model, epochs, device="cpu", autocast=None, optimizer=None, step=None):
+    """The MLP: CrossEntropyLoss, Adam(lr=1e-3), batch 64, the last 10% held out and evaluated each epoch.
+
+    ``autocast``: a dtype to run the forward and the loss in under ``torch.autocast`` (training and
+    validation), as a mixed-precision hand loop does. ``optimizer`` and ``step`` (a compiled
+    ``(xb, yb) -> (outputs, loss)``) come from :func:`mlp_jit_prepare` for the compiled loop.
+    """
     s = w.MLP
     on_cpu = torch.device(device).type == "cpu"
-    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"])
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=s["lr"])
     criterion = nn.CrossEntropyLoss()
     x, y = x.to(device), y.to(device)
     cut = w.split(len(x), s["validation_split"])
     x_train, y_train, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
     generator = torch.Generator().manual_seed(w.ORDER_SEED)
     n, bs = cut, s["batch_size"]
+    mixed = contextlib.nullcontext() if autocast is None else torch.autocast(torch.device(device).type,
+                                                                             dtype=autocast)
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)
@@ -99,14 +109,16 @@ def mlp(x, y, model, epochs, device="cpu"):
         total = 0.0
         for start in range(0, n, bs):
             xb, yb = xs[start:start + bs], ys[start:start + bs]
-            loss = criterion(model(xb), yb)
+            with mixed:
+                loss = criterion(model(xb), yb) if step is None else step(xb, yb)[1]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total = _running(total, loss, len(xb), on_cpu)
         epoch_loss = float(total) / n
         model.eval()
-        val_loss = _mean_loss(model, criterion, x_val, y_val, bs, on_cpu)  # noqa: F841 (logged, as fit does)
+        with mixed:
+            val_loss = _mean_loss(model, criterion, x_val, y_val, bs, on_cpu)  # noqa: F841 (logged, as fit does)
     return epoch_loss, model
 
 
@@ -157,6 +169,28 @@ def ddp(x, y, model, epochs, device="cpu"):
         val_sums = torch.tensor([float(val_total), float(len(x_val))], dtype=torch.float64)
         dist.all_reduce(val_sums)  # noqa: F841 (logged, as fit does)
     return epoch_loss, model
+
+
+def mlp_jit_prepare(x, y, model):
+    """The compiled hand loop's set-up: ``torch.compile`` of forward and loss, compiled by two warm-up steps on
+    the first 80 samples (batches of 64 and 16: the shapes of the timed epochs). Returns
+    ``(optimizer, step, seconds the warm-up took)``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=w.MLP["lr"])
+    criterion = nn.CrossEntropyLoss()
+
+    def forward_and_loss(xb, yb):
+        out = model(xb)
+        return out, criterion(out, yb)
+
+    step = torch.compile(forward_and_loss, fullgraph=True, dynamic=False)
+    started = time.perf_counter()
+    model.train()
+    for xb, yb in ((x[:64], y[:64]), (x[64:80], y[64:80])):
+        loss = step(xb, yb)[1]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return optimizer, step, time.perf_counter() - started
 
 
 def evaluate(x, y, model, device="cpu"):

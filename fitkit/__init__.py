@@ -8,15 +8,17 @@
 ...                     callbacks=[fitkit.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
 """
 
-from . import callbacks, checkpoint, losses, metrics, optimizers, utils
+from . import callbacks, checkpoint, losses, metrics, mixed_precision, optimizers, utils
 from .history import History
+from .mixed_precision import dtype_policy, set_dtype_policy
 from .model import Model, Sequential, wrap
 from .seed import set_seed
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "plot_histories", "callbacks",
-           "checkpoint", "losses", "metrics", "optimizers", "utils", "__version__"]
+__all__ = ["Model", "Sequential", "History", "wrap", "load_model", "set_seed", "set_dtype_policy", "dtype_policy",
+           "plot_histories", "callbacks", "checkpoint", "losses", "metrics", "mixed_precision", "optimizers", "utils",
+           "__version__"]
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trusted=False):

@@ -15,14 +15,16 @@ hands out 0-dim tensors.
 """
 
 import copy
+import functools
 import numbers
 
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, optimizers
+from . import checkpoint, distributed, jit, mixed_precision, optimizers
 from .losses import get as get_loss
 from .metrics import get as get_metric
+from .step import StepMechanics
 
 
 def output_names(y_pred):
@@ -564,8 +566,9 @@ class CompiledState:
     """
 
     def __init__(self, optimizer, loss, metrics, weighted_metrics, loss_weights, scheduler,
-                 scheduler_interval, scheduler_monitor, device, config):
+                 scheduler_interval, scheduler_monitor, device, config, step=None):
         self.optimizer = optimizer
+        self.step = step  # fitkit.step.StepMechanics: autocast, loss scaling, accumulation, clipping, jit
         self.loss = loss
         self.metric_specs = (metrics, weighted_metrics)
         self.metrics = None
@@ -742,9 +745,12 @@ def resolve_device(device, model):
 
 def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
           steps_per_execution=1, scheduler=None, scheduler_interval="epoch", scheduler_monitor=None,
-          device=None, distribute="auto", fsdp_policy=None):
+          device=None, distribute="auto", fsdp_policy=None, run_eagerly=None, jit_compile="auto",
+          auto_scale_loss=True, dtype_policy=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+          gradient_accumulation_steps=None):
     """``Model.compile``'s work: check every argument, place the model, wrap it for more than one process
-    (:mod:`fitkit.distributed`), then build the optimizer and scheduler on its (sharded) parameters.
+    (:mod:`fitkit.distributed`), then build the optimizer and scheduler on its (sharded) parameters and
+    the step mechanics (:mod:`fitkit.step`).
 
     Returns the :class:`CompiledState`; nothing on the model changes before the arguments are checked.
     """
@@ -754,6 +760,10 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
         raise ValueError(f"fsdp_policy: given with distribute={distribute!r}, which "
                          f"{'resolves to ' + repr(strategy) if distribute == 'auto' else 'does not shard'}; it only "
                          "applies to distribute='fsdp'")
+    if not isinstance(auto_scale_loss, bool):
+        raise ValueError(f"auto_scale_loss: got {auto_scale_loss!r}; expected True or False")
+    step_options = _step_options(optimizer, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+                                 gradient_accumulation_steps=gradient_accumulation_steps)
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval: got {scheduler_interval!r}; expected 'epoch' or 'step'")
     if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -772,6 +782,8 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
             raise ValueError(f"{name}: got {value!r}; expected a list of metrics (e.g. ['accuracy']) "
                              "or a dict output name -> list")
     target = resolve_device(device, model)
+    precision = mixed_precision.resolve(dtype_policy, target)
+    use_jit = jit.resolve(jit_compile, run_eagerly, model, target)
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
     # FSDP2 replaces the parameters: an optimizer already built on them is moved onto the shards (by name).
@@ -798,9 +810,18 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     config = {"optimizer": optimizer if isinstance(optimizer, str) else None, "loss": loss,
               "loss_weights": loss_weights, "metrics": metrics, "weighted_metrics": weighted_metrics,
               "scheduler_interval": scheduler_interval, "scheduler_monitor": scheduler_monitor,
-              "steps_per_execution": int(steps_per_execution)}
+              "steps_per_execution": int(steps_per_execution),
+              # what load_model passes back to compile, with the torch optimizer the spec became
+              "dtype_policy": precision.name, "jit_compile": jit_compile, "auto_scale_loss": auto_scale_loss,
+              **step_options}
+    scaler = mixed_precision.grad_scaler(target) if precision.name == "mixed_float16" and auto_scale_loss else None
+    mechanics = StepMechanics(opt, target, precision, scaler=scaler, jit=jit.CompiledStep() if use_jit else None,
+                              **step_options)
+    if shard is not None:
+        # Gradient accumulation under DDP / FSDP2: the gradients are synchronised on a window's last batch only.
+        mechanics.no_sync = functools.partial(distributed.no_sync, model)
     state = CompiledState(opt, loss_container, metrics, weighted_metrics, loss_weights, sched,
-                          scheduler_interval, scheduler_monitor, target, config)
+                          scheduler_interval, scheduler_monitor, target, config, step=mechanics)
     state.steps_per_execution = int(steps_per_execution)
     state.strategy, state.wrapper, state.shard, state.unsharded = strategy, wrapper, shard, unsharded
     return state
@@ -815,3 +836,15 @@ def _sums(loss):
     found = [l for l in found if l is not None]
     return bool(found) and all(getattr(l, "torch_reduction", None) == "sum" or getattr(l, "reduction", None) == "sum"
                                for l in found)
+
+
+def _step_options(optimizer, **given):
+    """compile's clipnorm / clipvalue / global_clipnorm / gradient_accumulation_steps merged with an
+    optimizer spec's own (each given once), checked by Keras's rules."""
+    given = optimizers.check_step_options(**given)
+    own = optimizers.step_options(optimizer)
+    both = [k for k in given if given[k] is not None and own.get(k) is not None]
+    if both:
+        raise ValueError(f"{both[0]}: given both to compile and on the optimizer {optimizer!r}; expected it once")
+    merged = {k: given[k] if given[k] is not None else own.get(k) for k in given}
+    return optimizers.check_step_options(**merged)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, compiled, data, distributed, losses, metrics, optimizers, trainer
+from . import checkpoint, compiled, data, distributed, losses, metrics, mixed_precision, optimizers, trainer
 from .data import unpack_x_y_sample_weight
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
@@ -173,7 +173,8 @@ class Model(nn.Module):
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=None, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True,
                 scheduler=None, scheduler_interval="epoch", scheduler_monitor=None, device=None,
-                distribute="auto", fsdp_policy=None):
+                distribute="auto", fsdp_policy=None, dtype_policy=None, clipnorm=None, clipvalue=None,
+                global_clipnorm=None, gradient_accumulation_steps=None):
         """Configure training, as Keras's ``compile``: optimizer, loss, metrics, and (fitkit) a scheduler.
 
         optimizer="rmsprop": a Keras name ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta",
@@ -188,8 +189,11 @@ class Model(nn.Module):
             style objects, computed without sample weights; for several outputs a dict output -> metrics
             or a list with one entry per output, as Keras 3. "accuracy" is resolved from the loss and shapes.
         weighted_metrics=None: the same, computed with ``sample_weight`` / ``class_weight``.
-        run_eagerly=None, jit_compile="auto", auto_scale_loss=True: accepted for Keras code; fitkit runs
-            eagerly (its fastest path for most models).
+        run_eagerly=None: True turns jit_compile off (with Keras's warning); fitkit runs eagerly otherwise.
+        jit_compile="auto": True compiles the training step's forward, loss and backward with
+            ``torch.compile`` (falling back to eager, with a warning, where it cannot); "auto" does so only
+            on CUDA for models of a million parameters or more; False never (see :mod:`fitkit.jit`).
+        auto_scale_loss=True: with "mixed_float16", scale the loss with a ``GradScaler``, as Keras's.
         steps_per_execution=1: train (and test, predict) steps per execution: the batch hooks run once
             per execution, ``on_train_batch_begin(first step)`` and ``on_train_batch_end(first + k - 1,
             logs)``, as in Keras (also for a last, partial execution; an epoch of S steps runs
@@ -209,16 +213,28 @@ class Model(nn.Module):
             ``fully_shard``: a function ``module -> bool`` or a set of module classes
             (``{TransformerBlock}``); by default each direct child that has parameters. The model itself is
             always sharded last.
+        dtype_policy=None: Keras's "float32", "mixed_float16" or "mixed_bfloat16" (default: the global
+            policy, :func:`fitkit.set_dtype_policy`): the forward and the loss run under ``torch.autocast`` in
+            half precision, weights and optimizer stay float32; "mixed_float16" scales the loss with a
+            ``GradScaler`` and skips steps whose gradients overflowed. See :mod:`fitkit.mixed_precision`.
+        clipnorm=None, clipvalue=None, global_clipnorm=None, gradient_accumulation_steps=None: Keras's
+            optimizer arguments, for a torch optimizer or a name (a ``fitkit.optimizers`` spec takes them
+            itself): clip each gradient's norm, each element, or the norm of all gradients together, and
+            step the optimizer every k batches on the mean of their gradients. See :mod:`fitkit.step`.
 
         Returns None. A model without trainable parameters compiles (its optimizer holds an empty group).
 
         >>> model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        >>> model.compile(optimizer=fitkit.optimizers.AdamW(global_clipnorm=1.0, gradient_accumulation_steps=4),
+        ...               loss="sparse_categorical_crossentropy", dtype_policy="mixed_bfloat16")
         """
         self._compiled = compiled.build(
             self, optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, steps_per_execution=steps_per_execution, scheduler=scheduler,
             scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor, device=device,
-            distribute=distribute, fsdp_policy=fsdp_policy)
+            distribute=distribute, fsdp_policy=fsdp_policy, run_eagerly=run_eagerly, jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss, dtype_policy=dtype_policy, clipnorm=clipnorm, clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm, gradient_accumulation_steps=gradient_accumulation_steps)
 
     @property
     def compiled(self):
@@ -386,7 +402,10 @@ class Model(nn.Module):
 
         Override it to change what a step does (a GAN, a custom loss), Keras's way: call
         ``self(x, training=True)``, ``self.compute_loss(...)``, ``self.optimizer`` and return a dict of
-        values (tensors or floats; a nested dict is merged in), or ``self.compute_metrics(...)``.
+        values (tensors or floats; a nested dict is merged in), or ``self.compute_metrics(...)``. The
+        ``with self._compiled.step as step:`` block below is what applies compile's dtype policy,
+        jit_compile, gradient accumulation and clipping (:mod:`fitkit.step`): an override that keeps it keeps
+        them.
 
         >>> def train_step(self, data):
         ...     x, y, sample_weight = fitkit.utils.unpack_x_y_sample_weight(data)
@@ -399,37 +418,38 @@ class Model(nn.Module):
         ...     return self.compute_metrics(x, y, y_pred, sample_weight)
         """
         x, y, sample_weight = unpack_x_y_sample_weight(data)
-        y_pred = self._forward(x)
-        loss = self._compute_loss(x, y, y_pred, sample_weight, training=True)
-        self._compiled.update_total(loss, _batch_size(y_pred, x))
-        if loss.requires_grad:
-            optimizer = self._compiled.optimizer
-            optimizers.clear_grads(optimizer)  # optimizer.zero_grad(set_to_none=True), only faster
-            distributed.loss_for_backward(self, loss).backward()  # the global batch's gradient on every rank
-            optimizer.step()
-        else:
-            _nothing_to_train(self, loss)
+        with self._compiled.step as step:  # fitkit/step.py: autocast, jit, loss scaling, accumulation, clipping
+            y_pred, loss = step.forward_and_loss(self, x, y, sample_weight)
+            self._compiled.update_total(loss, _batch_size(y_pred, x))
+            if loss.requires_grad:
+                step.backward(distributed.loss_for_backward(self, loss))  # the global batch's gradient, every rank
+            else:
+                _nothing_to_train(self, loss)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         """Loss and metrics on a batch without training (``data`` as in :meth:`train_step`); returns the logs
         so far this evaluation. Override it like ``train_step``."""
         x, y, sample_weight = unpack_x_y_sample_weight(data)
-        y_pred = self._forward(x)
-        loss = self._compute_loss(x, y, y_pred, sample_weight, training=False)
+        with self._compiled.step.autocast():  # the dtype policy's, as in training
+            y_pred = self._forward(x)
+            loss = self._compute_loss(x, y, y_pred, sample_weight, training=False)
         self._compiled.update_total(loss, _batch_size(y_pred, x))
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
-        """The model's outputs for a batch (``data`` as in :meth:`train_step`; only x is used)."""
+        """The model's outputs for a batch (``data`` as in :meth:`train_step`; only x is used); float32 under a
+        mixed dtype policy."""
         x, _, _ = unpack_x_y_sample_weight(data)
-        return self._forward(x)
+        policy = mixed_precision.for_model(self)
+        with mixed_precision.autocast(policy, self.device):
+            return mixed_precision.outputs_float32(self._forward(x), policy)
 
     # ------------------------------------------------------------------ fit / evaluate / predict
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
             initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-            validation_freq=1, max_epochs=1000, time_budget=None):
+            validation_freq=1, max_epochs=1000, time_budget=None, threads="auto"):
         """Train the model for ``epochs`` epochs, as Keras's ``fit``; returns a new :class:`~fitkit.History`.
 
         x=None: arrays or tensors (a list/tuple of them for several inputs, passed to ``forward`` as
@@ -475,6 +495,11 @@ class Model(nn.Module):
         of ``max_epochs`` epochs. With no validation data it holds out ``validation_split=0.2`` and
         says so once.
 
+        ``threads`` (fitkit): torch's CPU thread count during the fit. "auto" (default) picks one thread
+        for a small model's step, where threads cost more than they save, and up to torch's own count for
+        a big one, by a fixed rule of the step's size (so runs stay reproducible); ``threads=k`` uses k;
+        None leaves torch alone. torch's count is restored when fit returns (see :mod:`fitkit.threads`).
+
         >>> history = model.fit(x, y, epochs=10, validation_split=0.2)
         >>> history.history["val_loss"]
         >>> history = model.fit(x, y, epochs="auto")   # then print(history.diagnose())
@@ -485,7 +510,7 @@ class Model(nn.Module):
                            sample_weight=sample_weight, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
-                           max_epochs=max_epochs, time_budget=time_budget)
+                           max_epochs=max_epochs, time_budget=time_budget, threads=threads)
 
     def find_learning_rate(self, x, y=None, *, batch_size=None, sample_weight=None, class_weight=None,
                            min_lr=1e-7, max_lr=10.0, steps=100, smoothing=0.9, diverge_factor=4.0):

@@ -16,6 +16,11 @@ decoupled (Keras's form) for Adam, AdamW and Nadam but torch's L2 form for the o
 for SGD without momentum. SGD (any momentum, Nesterov included), Adadelta and Nadam follow Keras
 exactly (Nadam through torch's ``momentum_decay=1.0``, which is Keras's 0.96**t momentum schedule).
 
+Every spec also takes Keras's gradient arguments ``clipnorm``, ``clipvalue``, ``global_clipnorm`` and
+``gradient_accumulation_steps`` (checked as Keras checks them: at most one of the three clips, k >= 2);
+they are not torch optimizer options: fitkit's training step applies them (:mod:`fitkit.step`), and
+``compile`` takes the same four for a name or a torch optimizer.
+
 Learning-rate access (:func:`current_lr`, :func:`group_lr`, :func:`set_group_lr`, :func:`optimizer_of`)
 reads and sets a torch optimizer's per-group ``"lr"``, which fused and capturable optimizers keep as a
 tensor; the learning-rate callbacks go through it.
@@ -31,6 +36,7 @@ __all__ = [
     "OptimizerSpec", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam",
     "get", "implementation", "serialize", "deserialize",
     "optimizer_of", "group_lr", "set_group_lr", "current_lr", "clear_grads", "with_keras_attributes",
+    "check_step_options", "step_options",
 ]
 
 # Device types whose fused kernels torch 2.13 ships, per class; anything else uses foreach or the loop.
@@ -56,7 +62,7 @@ class OptimizerSpec:
     torch_class = None
     _default_lr = 0.001
 
-    def __init__(self, learning_rate, lr=None, **config):
+    def __init__(self, learning_rate, lr=None, step_options=None, **config):
         if lr is not None:
             if learning_rate != self._default_lr and learning_rate != lr:
                 raise TypeError(
@@ -67,17 +73,30 @@ class OptimizerSpec:
         self._config = {"learning_rate": _check_number("learning_rate", learning_rate, type(self))}
         for key, value in config.items():
             self._config[key] = _check_option(key, value, type(self))
+        unknown = sorted(set(step_options or {}) - set(STEP_OPTIONS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: got the argument(s) {', '.join(unknown)}; expected its own "
+                            f"arguments or Keras's {', '.join(STEP_OPTIONS)}")
+        options = check_step_options(type(self).__name__, **(step_options or {}))
+        self._config.update({k: v for k, v in options.items() if v is not None})
 
     def __getattr__(self, name):
         # Keras exposes its arguments as attributes (opt.learning_rate, opt.beta_1).
         config = self.__dict__.get("_config", {})
         if name in config:
             return config[name]
+        if name in STEP_OPTIONS:
+            return None  # Keras's optimizers have them all, None when not set
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def get_config(self):
         """The constructor arguments, Keras names, as a plain dict (JSON-serializable)."""
         return dict(self._config)
+
+    def step_options(self):
+        """``clipnorm``, ``clipvalue``, ``global_clipnorm`` and ``gradient_accumulation_steps`` (None when
+        not given): what fitkit's training step does with the gradients before this optimizer steps."""
+        return {key: self._config.get(key) for key in STEP_OPTIONS}
 
     @classmethod
     def from_config(cls, config):
@@ -120,8 +139,8 @@ class Adam(OptimizerSpec):
     torch_class = torch.optim.Adam
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
-                 weight_decay=None, *, lr=None):
-        super().__init__(learning_rate, lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 weight_decay=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                          amsgrad=amsgrad, weight_decay=weight_decay)
 
     def _torch_kwargs(self):
@@ -139,8 +158,8 @@ class AdamW(OptimizerSpec):
     torch_class = torch.optim.AdamW
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, *, lr=None):
-        super().__init__(learning_rate, lr, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
+                 amsgrad=False, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, amsgrad=amsgrad)
 
     def _torch_kwargs(self):
@@ -155,8 +174,8 @@ class SGD(OptimizerSpec):
     torch_class = torch.optim.SGD
     _default_lr = 0.01
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, *, lr=None):
-        super().__init__(learning_rate, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         if nesterov and not momentum:
             raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum!r}")
 
@@ -172,8 +191,8 @@ class RMSprop(OptimizerSpec):
     torch_class = torch.optim.RMSprop
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=None, *, lr=None):
-        super().__init__(learning_rate, lr, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered,
+                 weight_decay=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered,
                          weight_decay=weight_decay)
 
     def _torch_kwargs(self):
@@ -188,8 +207,8 @@ class Adagrad(OptimizerSpec):
     torch_class = torch.optim.Adagrad
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
-                 weight_decay=None, *, lr=None):
-        super().__init__(learning_rate, lr, initial_accumulator_value=initial_accumulator_value,
+                 weight_decay=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, initial_accumulator_value=initial_accumulator_value,
                          epsilon=epsilon, weight_decay=weight_decay)
 
     def _torch_kwargs(self):
@@ -203,8 +222,8 @@ class Adadelta(OptimizerSpec):
 
     torch_class = torch.optim.Adadelta
 
-    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, *, lr=None):
-        super().__init__(learning_rate, lr, rho=rho, epsilon=epsilon, weight_decay=weight_decay)
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, rho=rho, epsilon=epsilon, weight_decay=weight_decay)
 
     def _torch_kwargs(self):
         c = self._config
@@ -218,8 +237,8 @@ class Adamax(OptimizerSpec):
     torch_class = torch.optim.Adamax
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
-                 *, lr=None):
-        super().__init__(learning_rate, lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                          weight_decay=weight_decay)
 
     def _torch_kwargs(self):
@@ -234,8 +253,8 @@ class Nadam(OptimizerSpec):
     torch_class = torch.optim.NAdam
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None,
-                 *, lr=None):
-        super().__init__(learning_rate, lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 *, lr=None, **kwargs):
+        super().__init__(learning_rate, lr, kwargs, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                          weight_decay=weight_decay)
 
     def _torch_kwargs(self):
@@ -246,6 +265,55 @@ class Nadam(OptimizerSpec):
         if c["weight_decay"]:
             kwargs["decoupled_weight_decay"] = True
         return kwargs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keras's arguments of every optimizer that act on the gradients (fitkit's step applies them, see step.py)
+
+STEP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "gradient_accumulation_steps")
+
+
+def check_step_options(who=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                       gradient_accumulation_steps=None):
+    """The four gradient options checked as Keras checks them. Errors name the argument first
+    (``"clipnorm: got ..."``, compile's style), or the spec ``who`` first (``"Adam: clipnorm got ..."``).
+
+    Each clip value is a number >= 0 or None (0 means no clipping, as in Keras), at most one of the three
+    is given, and ``gradient_accumulation_steps`` is an integer >= 2 or None.
+
+    >>> check_step_options("Adam", clipnorm=1.0)["clipnorm"]
+    1.0
+    """
+    def error(names, got, expected):
+        head = f"{who}: {names} got" if who else f"{names}: got"
+        return ValueError(f"{head} {got}; expected {expected}")
+
+    options = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) >= 0.0:
+            raise error(name, repr(value), "a number >= 0 or None")
+        options[name] = float(value)
+    given = {k: v for k, v in options.items() if v is not None}
+    if len(given) > 1:
+        raise error(", ".join(given), ", ".join(f"{k}={v!r}" for k, v in given.items()),
+                    "only one of clipnorm, clipvalue and global_clipnorm (Keras's rule)")
+    k = gradient_accumulation_steps
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2):
+        raise error("gradient_accumulation_steps", repr(k), "an integer >= 2 or None")
+    options["gradient_accumulation_steps"] = None if k is None else int(k)
+    return options
+
+
+def step_options(identifier):
+    """The gradient options that an optimizer identifier carries: a spec's (or its serialized dict's);
+    all None for a name or a torch optimizer (those take them from ``compile``)."""
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        identifier = deserialize(identifier)
+    if isinstance(identifier, OptimizerSpec):
+        return identifier.step_options()
+    return dict.fromkeys(STEP_OPTIONS)
 
 
 _BY_NAME = {

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from . import data, distributed, preflight
+from . import data, distributed, preflight, threads as threads_
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
@@ -110,10 +110,11 @@ def _callback_list(model, user_callbacks, verbose, params, history=None):
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
         initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-        validation_freq=1, max_epochs=1000, time_budget=None):
+        validation_freq=1, max_epochs=1000, time_budget=None, threads="auto"):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     compiled = require(model, "fit")
     verbose = _check_verbose(verbose, model)
+    threads_.check(threads)
     user_callbacks = _as_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
@@ -151,8 +152,10 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     state.source = train
     logs, started = {}, time.perf_counter()
     try:
+        # torch's thread count for this fit (fitkit/threads.py), put back on the way out whatever happens.
         # More than one process: Ctrl-C reaches the ranks at different steps, so it keeps its usual meaning.
-        with GracefulInterrupt(enabled=compiled.shard is None) as interrupt:
+        with threads_.FitThreads(model, threads, train.source), \
+                GracefulInterrupt(enabled=compiled.shard is None) as interrupt:
             cbs.restore_training()  # BackupAndRestore loads its backup before any callback starts
             cbs.on_train_begin()
             # A restored backup may move the start, even into an epoch.
@@ -296,7 +299,7 @@ def train_epoch(model, train, cbs, interrupt=None):
     alone = compiled.shard is None
     train_step = distributed.routed(model, model.train_step)  # under DDP, self(x) goes through the wrapper
     logs = None
-    for first, last, batches in train.epoch(skip=state.step):
+    for first, last, batches in threads_.watch(model, train.epoch(skip=state.step)):
         if begin:
             begin(first)
         for batch in batches:

@@ -60,7 +60,9 @@ class TrainingState:
         """The run state as tensors and plain data (``torch.load(weights_only=True)`` reads it back).
 
         ``epoch``, ``step``, ``generator``, ``source`` (the position in the training data while a fit
-        runs), ``running`` (the loss and metric sums of an unfinished epoch); with ``model_state`` also
+        runs), ``running`` (the loss and metric sums of an unfinished epoch), ``accumulation`` (the batch
+        count and gradient sums of an unfinished gradient-accumulation window) and ``grad_scaler`` (the
+        loss scale of "mixed_float16"); with ``model_state`` also
         ``weights``, ``optimizer``, ``scheduler`` and ``rng`` (Python's, NumPy's, torch's and CUDA's).
         """
         model = self.model
@@ -75,6 +77,10 @@ class TrainingState:
             # More than one process: the sums over every rank (a collective: every rank calls state_dict).
             "running": distributed.running_sums(compiled) if compiled is not None and self.step else None,
         }
+        # The step's own state (fitkit/step.py): an unfinished gradient-accumulation window (its batch count
+        # and gradient sums) and the loss scaler of "mixed_float16"; part of every save, like the epoch.
+        step = getattr(compiled, "step", None)
+        state.update(step.state_dict() if step is not None else {"accumulation": None, "grad_scaler": None})
         if model_state:
             state.update({
                 # Whole tensors, also from a model sharded with FSDP2 (gathered: a collective, rank 0 gets them).
@@ -99,6 +105,8 @@ class TrainingState:
         compiled = getattr(model, "_compiled", None)
         if "weights" in state:
             checkpoint.check_weights(model, state["weights"], where, what=what, remedy=remedy)
+        if getattr(compiled, "step", None) is not None:
+            compiled.step.check(state, what, remedy)
         if "optimizer" in state:
             optimizer = compiled.optimizer if compiled is not None else None
             scheduler = compiled.scheduler if compiled is not None else None
@@ -134,6 +142,8 @@ class TrainingState:
             compiled.scheduler.load_state_dict(state["scheduler"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
+        if getattr(compiled, "step", None) is not None:
+            compiled.step.load_state_dict(state)
         self.epoch = int(state.get("epoch", self.epoch))
         self.step = int(state.get("step") or 0)
         # The saved sums of an unfinished epoch are over every rank: rank 0 alone adds them back.

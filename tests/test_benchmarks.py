@@ -50,3 +50,10 @@ def test_versus_compares_this_tree_with_a_git_revision_in_one_process():
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"ratio (\d+\.\d+) \(IQR (\d+\.\d+)-(\d+\.\d+)\)", proc.stdout)
     assert len(rows) == 4 and all(float(r) > 0 and float(lo) <= float(hi) for r, lo, hi in rows)
+
+
+def test_quick_run_of_a_row_at_torchs_default_thread_count():
+    proc = _run("--quick", "--only", "article-threads", "--no-peers")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("article-threads "))
+    assert re.search(r"<= 0\.50\s+(yes|NO)\s+same weights; wall time, torch's \d+ threads", row)

@@ -68,7 +68,8 @@ def test_state_dict_holds_the_run_state_and_loads_into_a_twin_that_then_trains_i
 def test_state_dict_without_the_model_state_is_what_a_model_file_keeps():
     model = _net()
     assert model.training_state.state_dict(model_state=False) == {
-        "epoch": 0, "step": 0, "generator": None, "source": None, "running": None}
+        "epoch": 0, "step": 0, "generator": None, "source": None, "running": None, "accumulation": None,
+        "grad_scaler": None}
     before = torch.get_rng_state()
     model.training_state.state_dict()  # reading the state never creates the generator (it would draw a seed)
     assert torch.equal(before, torch.get_rng_state()) and model.training_state._generator is None
