@@ -171,6 +171,19 @@ def test_several_outputs_and_epochs_auto_match_one_process(launched, alone, stra
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_gradient_accumulation_matches_one_process_and_syncs_on_each_windows_last_batch(launched, alone, strategy):
+    """gradient_accumulation_steps=2 (with global_clipnorm): the weights and logs of one process; under DDP
+    6 all-reduces for 12 backward passes (no_sync on each window's first batch)."""
+    ranks, _ = launched
+    for rank in ranks:
+        got = rank[strategy]["accumulated"]
+        _close(got["history"], alone["accumulated"]["history"], f"{strategy} history")
+        _close(got["weights"], alone["accumulated"]["weights"], f"{strategy} weights")
+        if strategy == "ddp":
+            assert got["syncs"] == 6, got["syncs"]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_users_train_step_calling_self_is_averaged_too(launched, alone, strategy):
     """``self(x)`` in a user's train_step goes through DDP (FSDP2 shards in place), and with
     ``fitkit.distributed.loss_for_backward`` its gradients are one process's; its own logs (a plain dict:

@@ -345,7 +345,33 @@ def resumed(distribute, out):
     return {"backup_at": [saved["epoch"], saved["step"]], "weights": _weights(model), "history": history.history}
 
 
-SCENARIOS = {"arrays": arrays, "halves": halves, "summed": summed, "own_step": own_step, "steps": steps,
+def accumulated(distribute):
+    """gradient_accumulation_steps=2 with clipping: 21 samples in batches of 4 (the last of 1: rank 1's share
+    is empty), 12 batches over 2 epochs, 6 optimizer steps. Under DDP the gradients are all-reduced on each
+    window's last batch only (a comm hook counts the all-reduces)."""
+    x, y = binary_data(21, seed=5)
+    fitkit.set_seed(0)
+    model = Net()
+    model.compile(optimizer=fitkit.optimizers.SGD(learning_rate=0.05, momentum=0.9, gradient_accumulation_steps=2,
+                                                  global_clipnorm=1.0),
+                  loss=fitkit.losses.BinaryCrossentropy(from_logits=True), distribute=distribute)
+    syncs = None
+    wrapper = model._compiled.wrapper
+    if wrapper is not None:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        syncs = []
+
+        def counting(state, bucket):
+            syncs.append(1)
+            return allreduce_hook(state, bucket)
+
+        wrapper.register_comm_hook(None, counting)
+    history = model.fit(x, y, batch_size=4, epochs=2, shuffle=True, verbose=0)
+    return {"history": history.history, "weights": _weights(model), "syncs": None if syncs is None else len(syncs)}
+
+
+SCENARIOS = {"accumulated": accumulated, "arrays": arrays, "halves": halves, "summed": summed, "own_step": own_step, "steps": steps,
              "outputs": outputs, "auto": auto, "loader": loader, "files": files,
              "resumed": resumed, "budget": budget}
 
