@@ -188,3 +188,13 @@ class EpochIterator:
             loader(state["source"])
             self._current = self.source.resume_pass() if state.get("in_pass") else None
             self._steps_seen = int(state.get("steps_seen") or 0)
+
+
+def epoch_batches(source, skip=0):
+    """One epoch of ``source``'s batches, in order, by the EpochIterator that fit would use (kept on the
+    source, so that a pass runs on into the next call with ``steps``): what ``source.epoch()`` yields."""
+    it = source.__dict__.get("_epoch_iterator")
+    if it is None:
+        it = source.__dict__["_epoch_iterator"] = EpochIterator(source)
+    for _, _, batches in it.epoch(skip):
+        yield from batches

@@ -218,7 +218,7 @@ def test_gathered_pass_and_per_batch_index_select_give_the_same_batches(monkeypa
         return [b for _ in range(2) for b in src.epoch()]
 
     gathered = batches()
-    monkeypatch.setattr(data, "GATHER_PASS_BYTES", 0)
+    monkeypatch.setattr(data.arrays, "GATHER_PASS_BYTES", 0)
     per_batch = batches()
     assert len(gathered) == len(per_batch) == 14
     for a, b in zip(gathered, per_batch):
@@ -304,10 +304,10 @@ def test_peek_keeps_a_generators_first_batch_and_leaves_a_dataloader_and_the_rng
                        range(10), generator=torch.Generator().manual_seed(1)))):
         torch.manual_seed(5)
         rng = torch.get_rng_state()
-        states = [g.get_state() for g in data._generators_of(loader)]
+        states = [g.get_state() for g in data.iterables._generators_of(loader)]
         first = data.source(loader).peek()
         assert first[0].shape[1] == 2 and torch.equal(rng, torch.get_rng_state())
-        assert all(torch.equal(a, g.get_state()) for a, g in zip(states, data._generators_of(loader)))
+        assert all(torch.equal(a, g.get_state()) for a, g in zip(states, data.iterables._generators_of(loader)))
     plain = torch.utils.data.DataLoader(ds, batch_size=4)
     assert data.source(plain).peek()[1].tolist() == [0, 1, 2, 3]
 
