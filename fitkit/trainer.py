@@ -10,13 +10,12 @@ floats at an epoch end, or when a callback (the progress bar at its own rate) re
 """
 
 import math
-import numbers
 import time
 import warnings
 
 import torch
 
-from . import data, distributed, preflight, threads as threads_
+from . import arguments, data, distributed, preflight, threads as threads_
 from .callbacks.base import CallbackList
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.progbar_logger import ProgbarLogger
@@ -26,74 +25,6 @@ from .epoch_iterator import EpochIterator
 from .history import History
 from .interrupt import GracefulInterrupt
 from .logs import LazyLogs, evaluate_result
-
-_VERBOSE = (0, 1, 2, "auto")
-
-
-# ----------------------------------------------------------------------------------------- checks
-
-def _check_verbose(verbose, model=None):
-    if verbose not in _VERBOSE or isinstance(verbose, bool):
-        raise ValueError(f"verbose: got {verbose!r}; expected 0 (silent), 1 (progress bar), 2 (one line per "
-                         "epoch) or 'auto'")
-    if not distributed.is_writer(model):
-        return 0  # more than one process: rank 0 alone prints
-    return 1 if verbose == "auto" else verbose
-
-
-def _check_positive_int(value, name, allow_none=True):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: got {value!r}; expected a positive integer" + (" or None" if allow_none else ""))
-
-
-def _check_fit_args(x, epochs, initial_epoch, batch_size, validation_split, validation_freq, steps_per_epoch,
-                    validation_steps, validation_batch_size, callbacks, shuffle, time_budget):
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
-        raise ValueError(f"epochs: got {epochs!r}; expected a non-negative integer or 'auto'")
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or initial_epoch < 0:
-        raise ValueError(f"initial_epoch: got {initial_epoch!r}; expected a non-negative integer")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(validation_batch_size, "validation_batch_size")
-    _check_positive_int(steps_per_epoch, "steps_per_epoch")
-    _check_positive_int(validation_steps, "validation_steps")
-    _check_positive_int(validation_freq, "validation_freq", allow_none=False)
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split: got {validation_split!r}; expected a fraction in [0, 1)")
-    if not isinstance(shuffle, bool):
-        raise ValueError(f"shuffle: got {shuffle!r}; expected True or False")
-    _check_callbacks(callbacks)
-    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
-                                    or time_budget <= 0):
-        raise ValueError(f"time_budget: got {time_budget!r}; expected a positive number of seconds or None")
-    if x is None:
-        raise ValueError("x: got None; expected training data (arrays, tensors, a Dataset, a DataLoader "
-                         "or an iterable of batches)")
-
-
-def _check_callbacks(callbacks):
-    for cb in callbacks:
-        if isinstance(cb, type):
-            raise TypeError(f"callbacks: got the class {cb.__name__}; expected an instance: pass "
-                            f"{cb.__name__}(...) (with its arguments), not {cb.__name__}")
-        if not hasattr(cb, "set_model"):
-            raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
-
-
-def _as_list(callbacks):
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, (list, tuple)):
-        callbacks = list(callbacks)
-    elif hasattr(callbacks, "set_model"):
-        callbacks = [callbacks]
-    else:
-        raise TypeError(f"callbacks: got {type(callbacks).__name__}; expected a list of Callback instances")
-    _check_callbacks(callbacks)
-    return callbacks
-
 
 def _callback_list(model, user_callbacks, verbose, params, history=None):
     """User callbacks, then History and the progress bar, as Keras orders them."""
@@ -113,14 +44,14 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         validation_freq=1, max_epochs=1000, time_budget=None, threads="auto"):
     """Train ``model``; see :meth:`fitkit.Model.fit` for the arguments. Returns a History."""
     compiled = require(model, "fit")
-    verbose = _check_verbose(verbose, model)
+    verbose = arguments.check_verbose(verbose, model)
     threads_.check(threads)
-    user_callbacks = _as_list(callbacks)
+    user_callbacks = arguments.callbacks_list(callbacks)
     auto = isinstance(epochs, str) and epochs == "auto"
     if auto:
-        _check_positive_int(max_epochs, "max_epochs", allow_none=False)
+        arguments.check_positive_int(max_epochs, "max_epochs", allow_none=False)
         validation_split = _auto_validation_split(x, validation_data, validation_split)
-    _check_fit_args(x, initial_epoch + max_epochs if auto else epochs, initial_epoch, batch_size, validation_split,
+    arguments.check_fit_args(x, initial_epoch + max_epochs if auto else epochs, initial_epoch, batch_size, validation_split,
                     validation_freq, steps_per_epoch, validation_steps, validation_batch_size, user_callbacks,
                     shuffle, time_budget)
     state = model.training_state
@@ -366,15 +297,15 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
              callbacks=None, return_dict=False):
     """Loss and metrics of ``model`` on the data; see :meth:`fitkit.Model.evaluate`."""
     compiled = require(model, "evaluate")
-    verbose = _check_verbose(verbose, model)
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(steps, "steps")
+    verbose = arguments.check_verbose(verbose, model)
+    arguments.check_positive_int(batch_size, "batch_size")
+    arguments.check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected data to evaluate on")
     source = EpochIterator(data.source(x, y, sample_weight, batch_size=batch_size, device=compiled.device,
                                        steps=steps, casts=data.InputCasts.for_model(model), shard=compiled.shard),
                            steps_per_execution=compiled.steps_per_execution)
-    cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
+    cbs = _callback_list(model, arguments.callbacks_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     logs = evaluate_epoch(model, source, cbs)
     model._input_example = source.example
@@ -397,9 +328,9 @@ def _concat(outputs):
 
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     """Outputs of ``model`` for every batch of ``x``; see :meth:`fitkit.Model.predict`."""
-    verbose = _check_verbose(verbose, model)
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(steps, "steps")
+    verbose = arguments.check_verbose(verbose, model)
+    arguments.check_positive_int(batch_size, "batch_size")
+    arguments.check_positive_int(steps, "steps")
     if x is None:
         raise ValueError("x: got None; expected inputs to predict on")
     numpy_out = data.is_numpy_input(x)
@@ -407,7 +338,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     source = EpochIterator(data.source(x, batch_size=batch_size, device=model.device, steps=steps,
                                        casts=data.InputCasts.for_model(model), shard=distributed.shard_of(model)),
                            steps_per_execution=k)
-    cbs = _callback_list(model, _as_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
+    cbs = _callback_list(model, arguments.callbacks_list(callbacks), verbose, {"verbose": verbose, "epochs": 1,
                                                                 "steps": source.num_steps})
     begin = cbs.on_predict_batch_begin if cbs.has("on_predict_batch_begin") else None
     end = cbs.on_predict_batch_end if cbs.has("on_predict_batch_end") else None

@@ -11,8 +11,9 @@ whether to stop: ..."). A callback of your own is listed at the hooks it overrid
 
 import textwrap
 
+from . import arguments
 from .callbacks.backup_and_restore import BackupAndRestore
-from .callbacks.base import Callback, _overrides
+from .callbacks.base import _overrides
 from .callbacks.csv_logger import CSVLogger
 from .callbacks.early_stopping import EarlyStopping
 from .callbacks.ema import EMA
@@ -168,27 +169,13 @@ def _acts(callbacks, hook, aliases=(), special=None):
     return rows
 
 
-def _check_callbacks(callbacks):
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, Callback):
-        return [callbacks]
-    if not isinstance(callbacks, (list, tuple)):
-        raise TypeError(f"callbacks: got {type(callbacks).__name__}; expected a list of Callback instances")
-    for cb in callbacks:
-        if not hasattr(cb, "set_model"):
-            raise TypeError(f"callbacks: got {cb!r}; expected fitkit.callbacks.Callback instances")
-    return list(callbacks)
-
-
 def training_loop(model, callbacks=None, validation=True, epochs=None, verbose="auto", custom_train_step=False):
     """The text of :meth:`fitkit.Model.show_training_loop`; ``custom_train_step``: the model overrides
     ``train_step``."""
-    user = _check_callbacks(callbacks)
+    user = arguments.callbacks_list(callbacks)
     if validation not in (True, False):
         raise ValueError(f"validation: got {validation!r}; expected True (fit gets validation data) or False")
-    if verbose not in (0, 1, 2, "auto") or isinstance(verbose, bool):
-        raise ValueError(f"verbose: got {verbose!r}; expected 0, 1, 2 or 'auto', as fit takes")
+    arguments.check_verbose(verbose)  # the same values fit takes
     if epochs is not None and epochs != "auto":
         raise ValueError(f"epochs: got {epochs!r}; expected None or 'auto' (which adds an EarlyStopping)")
     added, special = [], {}
