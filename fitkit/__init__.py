@@ -8,7 +8,7 @@
 ...                     callbacks=[fitkit.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
 """
 
-from . import callbacks, checkpoint, losses, metrics, mixed_precision, optimizers, utils
+from . import callbacks, checkpoint, losses, metrics, mixed_precision, model_file, optimizers, utils
 from .history import History
 from .mixed_precision import dtype_policy, set_dtype_policy
 from .model import Model, Sequential, wrap
@@ -37,7 +37,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, trus
     """
     from . import model as _model
 
-    return checkpoint.load_model(filepath, base=Model, history_class=History, allow=_model._allowlist(),
+    return model_file.load_model(filepath, base=Model, history_class=History, allow=_model._allowlist(),
                                  custom_objects=custom_objects, compile=compile,
                                  trusted=bool(trusted) or safe_mode is False)
 

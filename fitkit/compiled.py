@@ -21,7 +21,7 @@ import numbers
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, jit, mixed_precision, optimizers
+from . import distributed, jit, mixed_precision, model_file, optimizers
 from .losses import get as get_loss
 from .metrics import get as get_metric
 from .step import StepMechanics
@@ -787,7 +787,7 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     if target != model.device or any(t.device != target for t in model.parameters()):
         nn.Module.to(model, target)
     # FSDP2 replaces the parameters: an optimizer already built on them is moved onto the shards (by name).
-    moving = checkpoint.describe_optimizer(optimizer, model.named_parameters()) \
+    moving = model_file.describe_optimizer(optimizer, model.named_parameters()) \
         if strategy == "fsdp" and isinstance(optimizer, torch.optim.Optimizer) \
         and not distributed.is_sharded(model) else None
     wrapper, shard, unsharded = distributed.prepare(model, strategy, target, policy, sum_reduction=_sums(loss_container))

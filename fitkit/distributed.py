@@ -31,7 +31,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from . import checkpoint
+from . import model_file
 from .logs import LazyLogs, materialize
 
 #: What ``compile(distribute=...)`` accepts.
@@ -273,7 +273,7 @@ def prepare(model, strategy, device, fsdp_policy=None, sum_reduction=False):
     if is_sharded(model):  # compiled again: the shards stay, and so does the structure saved before them
         return None, shard, getattr(previous, "unsharded", None)
     try:
-        unsharded = checkpoint.architecture_copy(model)
+        unsharded = model_file.architecture_copy(model)
     except Exception:  # a module deepcopy cannot copy: model.save then says why, as it would unsharded
         unsharded = None
     broadcast_module(model)  # fully_shard keeps each rank's own slice of its tensors: they must start equal

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, compiled, data, distributed, losses, metrics, mixed_precision, optimizers, trainer
+from . import (checkpoint, compiled, data, distributed, losses, metrics, mixed_precision, model_file, optimizers,
+               trainer)
 from .data import unpack_x_y_sample_weight
 from .logs import LazyLogs, evaluate_result
 from .training_state import TrainingState
@@ -672,7 +673,7 @@ class Model(nn.Module):
         >>> model = fitkit.load_model("model.pt")   # compiled, ready to continue training
         """
         if distributed.shard_of(self) is None and not distributed.is_sharded(self):
-            checkpoint.save_model(self, filepath, overwrite=overwrite, architecture=architecture, allow=_allowlist())
+            model_file.save_model(self, filepath, overwrite=overwrite, architecture=architecture, allow=_allowlist())
             return
         # More than one process: every rank takes part in gathering the state (whole tensors of a sharded
         # model, the epoch's sums over the ranks), rank 0 writes, and the others wait until the file exists.
@@ -684,7 +685,7 @@ class Model(nn.Module):
                     "structure": self._compiled.unsharded if self._compiled is not None else None}
         with distributed.one_writer(self) as writing:
             if writing:
-                checkpoint.save_model(self, filepath, overwrite=True, architecture=architecture, allow=_allowlist(),
+                model_file.save_model(self, filepath, overwrite=True, architecture=architecture, allow=_allowlist(),
                                       gathered=gathered)
 
     def _weights_owner(self):

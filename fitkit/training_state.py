@@ -11,7 +11,7 @@ the weights, the optimizer and scheduler states and every global RNG state. ``mo
 >>> other.training_state.load_state_dict(checkpoint.read("state.pt"))         # doctest: +SKIP
 """
 
-from . import checkpoint, distributed, seed
+from . import checkpoint, distributed, model_file, seed
 
 
 class TrainingState:
@@ -118,10 +118,10 @@ class TrainingState:
                                  f"saved state has {' and '.join(saved) or 'no optimizer'}, this model has "
                                  f"{' and '.join(here) or 'no optimizer'}. {remedy}")
             if optimizer is not None:
-                checkpoint.check_optimizer_state(optimizer, state["optimizer"], state.get("optimizer_class"),
+                model_file.check_optimizer_state(optimizer, state["optimizer"], state.get("optimizer_class"),
                                                  what=what, remedy=remedy)
             if scheduler is not None and state.get("scheduler") is not None:
-                checkpoint.check_scheduler_state(scheduler, state["scheduler"], state.get("scheduler_class"),
+                model_file.check_scheduler_state(scheduler, state["scheduler"], state.get("scheduler_class"),
                                                  what=what, remedy=remedy)
 
     def load_state_dict(self, state, rng=True, checked=False):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import fitkit
-from fitkit import checkpoint
+from fitkit import checkpoint, model_file
 from fitkit import seed as seed_module
 
 
@@ -86,7 +86,7 @@ def test_unpack_allows_torch_classes_and_asks_trust_for_others():
     layers = checkpoint.pack(nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.TransformerEncoderLayer(4, 2)))
     assert isinstance(checkpoint.unpack(layers, "architecture"), nn.Sequential)
     scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 2)
-    assert checkpoint.unpack(checkpoint.describe_scheduler(scheduler)["blob"], "scheduler").step_size == 2
+    assert checkpoint.unpack(model_file.describe_scheduler(scheduler)["blob"], "scheduler").step_size == 2
     blob = checkpoint.pack(Custom())
     with pytest.raises(checkpoint.UntrustedCheckpointError, match=r"architecture: .*test_checkpoint.Custom.*trusted"):
         checkpoint.unpack(blob, "architecture")
@@ -136,15 +136,15 @@ def test_describe_and_build_optimizer_round_trip_for_a_user_optimizer():
     opt = Lion(model.parameters(), learning_rate=0.1)
     model(torch.ones(2, 3)).sum().backward()
     opt.step()
-    description = checkpoint.describe_optimizer(opt, model.named_parameters())
+    description = model_file.describe_optimizer(opt, model.named_parameters())
     assert description["class"] == f"{__name__}:Lion" and description["param_names"] == [["weight", "bias"]]
     fresh = nn.Linear(3, 1)
-    rebuilt = checkpoint.build_optimizer(description, fresh.named_parameters())
+    rebuilt = model_file.build_optimizer(description, fresh.named_parameters())
     rebuilt.load_state_dict(description["state"])
     assert type(rebuilt) is Lion and rebuilt.param_groups[0]["lr"] == 0.1
     assert torch.equal(rebuilt.state[fresh.weight]["m"], opt.state[model.weight]["m"])
     with pytest.raises(ValueError, match="optimizer: param group 0 holds tensors of shapes"):
-        checkpoint.describe_optimizer(torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=1), [])
+        model_file.describe_optimizer(torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=1), [])
 
 
 def test_training_state_round_trips_through_a_file_and_training_goes_on_identically(tmp_path, monkeypatch):
