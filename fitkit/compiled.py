@@ -699,7 +699,7 @@ class CompiledState:
         for name, saved in (state.get("parts") or {}).items():
             tracker = self.part_trackers.get(name)
             if tracker is None:
-                tracker = self.part_trackers[name] = LossTracker()
+                tracker = self.part_trackers[name] = LossTracker(f"{name}_loss")
             tracker.load_state_dict(saved, device)
         self._pending_metric_states = state.get("metrics") or None
 

@@ -211,3 +211,29 @@ def test_torchs_thread_count_comes_back_after_fit_evaluate_and_predict(hook):
     finally:
         torch.set_num_threads(before)
 
+
+# ----------------------------------------------------------------------------------------- 7. state
+
+def test_a_multi_output_model_resumed_mid_epoch_logs_each_outputs_loss_under_its_name(tmp_path):
+    # A mid-epoch resume puts back each output's running loss before the first batch has made its
+    # tracker; the tracker it makes must carry the output's name ("reg_loss"), which model.metrics and
+    # the logs read, not the total's ("loss").
+    x, y = regression_data(n=60)
+    targets = {"reg": y, "cls": (x[:, 1] > 0).astype(np.int64)}
+
+    def model():
+        torch.manual_seed(0)
+        m = TwoHeads()
+        m.compile(optimizer="sgd", loss={"reg": "mse", "cls": nn.CrossEntropyLoss()}, gradient_accumulation_steps=2)
+        return m
+
+    fit = dict(batch_size=12, epochs=2, verbose=0)  # 5 batches an epoch
+    whole = model()
+    ref = whole.fit(x, targets, callbacks=[BackupAndRestore(tmp_path / "ref", save_freq=2)], **fit)
+    with pytest.raises(Crash):
+        model().fit(x, targets, callbacks=[BackupAndRestore(tmp_path / "b", save_freq=2), CrashAt(1, 2)], **fit)
+    resumed = model()
+    history = resumed.fit(x, targets, callbacks=[BackupAndRestore(tmp_path / "b", save_freq=2)], **fit)
+    assert history.history == ref.history
+    assert [m.name for m in resumed.metrics] == [m.name for m in whole.metrics] == ["loss", "reg_loss", "cls_loss"]
+    assert same_weights(whole, resumed)
