@@ -237,3 +237,31 @@ def test_a_multi_output_model_resumed_mid_epoch_logs_each_outputs_loss_under_its
     assert history.history == ref.history
     assert [m.name for m in resumed.metrics] == [m.name for m in whole.metrics] == ["loss", "reg_loss", "cls_loss"]
     assert same_weights(whole, resumed)
+
+
+def test_compile_again_with_the_same_optimizer_keeps_an_open_accumulation_window():
+    # load_model's advice when compile's loss could not be saved (a lambda): compile again with
+    # model.optimizer, "that keeps the optimizer's state". The open window (7 batches, k=3) is part of it,
+    # as Keras's accumulators are optimizer variables.
+    x, y = regression_data()
+    once = _model(gradient_accumulation_steps=3)
+    once.fit(x, y, epochs=2, **FIT)
+    again = _model(gradient_accumulation_steps=3)
+    again.fit(x, y, epochs=1, **FIT)
+    assert again._compiled.step.accumulated == 1
+    again.compile(optimizer=again.optimizer, loss="mse", metrics=["mae"], gradient_accumulation_steps=3)
+    assert again._compiled.step.accumulated == 1
+    again.fit(x, y, epochs=2, initial_epoch=1, **FIT)
+    assert same_weights(once, again) and same_optimizer(once.optimizer, again.optimizer)
+
+
+def test_compile_again_with_the_same_optimizer_keeps_the_loss_scale():
+    # Keras's LossScaleOptimizer is model.optimizer: compiled again with it, the scale it reached goes on.
+    x, y = regression_data()
+    model = _model(dtype_policy="mixed_float16")
+    model.fit(x, y, epochs=1, **FIT)
+    model._compiled.step.scaler.update(new_scale=1024.0)  # as if steps had overflowed
+    model.compile(optimizer=model.optimizer, loss="mse", dtype_policy="mixed_float16")
+    assert model._compiled.step.scaler.get_scale() == 1024.0
+    model.compile(optimizer="sgd", loss="mse", dtype_policy="mixed_float16")  # a new optimizer starts afresh
+    assert model._compiled.step.scaler.get_scale() == 2.0 ** 15
