@@ -699,7 +699,7 @@ class CompiledState:
         for name, saved in (state.get("parts") or {}).items():
             tracker = self.part_trackers.get(name)
             if tracker is None:
-                tracker = self.part_trackers[name] = LossTracker()
+                tracker = self.part_trackers[name] = LossTracker(f"{name}_loss")
             tracker.load_state_dict(saved, device)
         self._pending_metric_states = state.get("metrics") or None
 
@@ -817,6 +817,9 @@ def build(model, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None
     scaler = mixed_precision.grad_scaler(target) if precision.name == "mixed_float16" and auto_scale_loss else None
     mechanics = StepMechanics(opt, target, precision, scaler=scaler, jit=jit.CompiledStep() if use_jit else None,
                               **step_options)
+    previous = getattr(model, "_compiled", None)
+    if previous is not None and previous.optimizer is opt and previous.step is not None:
+        mechanics.carry_over(previous.step)  # compile again with model.optimizer: its state goes on, as Keras's
     if shard is not None:
         # Gradient accumulation under DDP / FSDP2: the gradients are synchronised on a window's last batch only.
         mechanics.no_sync = functools.partial(distributed.no_sync, model)

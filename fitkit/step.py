@@ -149,6 +149,15 @@ class StepMechanics:
         else:
             clip_by_value_(grads, self.clipvalue)
 
+    def carry_over(self, previous):
+        """Take from ``previous``, the step of an earlier compile on the same optimizer, what Keras keeps on
+        the optimizer object when it is compiled again: an open accumulation window (its gradient sums
+        are still in ``.grad``) when it fits this step's, and the loss scale."""
+        if previous.accumulated < self.accumulation_steps:
+            self.accumulated = previous.accumulated
+        if previous.scaler is not None and self.scaler is not None:
+            self.scaler.load_state_dict(previous.scaler.state_dict())
+
     # ---- training state (TrainingState.state_dict holds these; see training_state.py)
 
     def state_dict(self):
