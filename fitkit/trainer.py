@@ -260,6 +260,12 @@ def step_scheduler(model, logs, per):
         if monitor not in logs:
             raise KeyError(f"scheduler_monitor: {monitor!r} is not logged; the logs hold {sorted(logs)}")
         scheduler.step(logs[monitor])
+    elif getattr(scheduler, "_step_count", None) == 1 and getattr(compiled.step, "accumulation_steps", 1) > 1:
+        # Per batch under accumulation, the first step precedes the window's first optimizer step on
+        # purpose (the schedule counts batches, as Keras's does); torch's order warning would mislead.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            scheduler.step()
     else:
         scheduler.step()
 

@@ -2,6 +2,7 @@
 checked against hand-written torch loops, and their state in the training state."""
 
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -307,3 +308,39 @@ def test_clipping_applies_to_the_mean_gradient_of_an_accumulation_window():
         optimizer.step()
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     _close(model, twin, atol=1e-6)
+
+
+def test_a_per_step_scheduler_under_accumulation_moves_every_batch_without_torch_order_warning():
+    # The schedule advances per batch (Keras's schedules read the batch counter), so the scheduler's
+    # first step precedes the window's first optimizer step: torch's order warning would be wrong here.
+    x, y = regression_data()
+    torch.manual_seed(0)
+    model = small_mlp()
+    optimizer = fitkit.optimizers.SGD(learning_rate=0.1, gradient_accumulation_steps=3)
+    model.compile(optimizer=optimizer, loss="mse", scheduler_interval="step",
+                  scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(x, y, epochs=1, **FIT)
+    assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9 ** 7)
+
+
+def test_a_custom_step_that_never_steps_the_optimizer_still_gets_torch_order_warning():
+    class NoStep(fitkit.Model):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.linear(x)
+
+        def train_step(self, data):
+            x, y = data
+            return {"loss": float(((self(x) - y) ** 2).mean().detach())}
+
+    x, y = regression_data()
+    model = NoStep()
+    model.compile(optimizer="sgd", loss="mse", scheduler_interval="step",
+                  scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9))
+    with pytest.warns(UserWarning, match="before `optimizer.step"):
+        model.fit(x, y, epochs=1, **FIT)
