@@ -30,9 +30,10 @@ class LearningRateFinderResult:
     """What :func:`find_learning_rate` measured.
 
     ``lrs``: the learning rate of each step taken (of the first param group; the others kept their
-    ratio to it). ``losses``: each step's batch loss, as ``train_step`` logged it. ``smoothed``: the
-    losses smoothed with a bias-corrected exponential moving average (the curve the suggestion and the
-    divergence test read). ``suggestion``: the learning rate where the smoothed loss fell fastest
+    ratio to it). ``losses``: each step's batch loss, as ``train_step`` logged it (under
+    ``gradient_accumulation_steps=k`` a step is k batches at one rate, and its loss their mean).
+    ``smoothed``: the losses smoothed with a bias-corrected exponential moving average (the curve the
+    suggestion and the divergence test read). ``suggestion``: the learning rate where the smoothed loss fell fastest
     (steepest descent against log10 of the rate, before its lowest point), or None when too few steps
     ran to tell. ``diverged``: whether the test stopped because the loss diverged (``stop_reason``
     says why it stopped).
@@ -112,8 +113,13 @@ def find_learning_rate(model, x, y=None, *, batch_size=None, sample_weight=None,
         train = data.source(x, y, sample_weight, batch_size=batch_size, shuffle=True, generator=generator,
                             device=compiled.device, class_weight=class_weight)
         preflight.prepare_targets(model, train, own_train_step=model._default_train_step)
+        window = 1
+        if compiled.step is not None:
+            # Under gradient accumulation a test step is one optimizer step: a whole window of batches at
+            # one rate. A window a fit left open is set aside (the snapshot puts it back).
+            window, compiled.step.accumulated = compiled.step.accumulation_steps, 0
         lrs, losses, smoothed, diverged, stop_reason = _ramp(model, compiled.optimizer, train, min_lr, max_lr,
-                                                             steps, smoothing, diverge_factor)
+                                                             steps, smoothing, diverge_factor, window)
     finally:
         state.load_state_dict(snapshot)
         _put_back_sums(compiled, sums)
@@ -123,8 +129,9 @@ def find_learning_rate(model, x, y=None, *, batch_size=None, sample_weight=None,
                                     float(min_lr), float(max_lr))
 
 
-def _ramp(model, optimizer, train, min_lr, max_lr, steps, smoothing, diverge_factor):
-    """The steps of the test; returns ``(lrs, losses, smoothed, diverged, why it stopped)``."""
+def _ramp(model, optimizer, train, min_lr, max_lr, steps, smoothing, diverge_factor, window=1):
+    """The steps of the test, each of ``window`` batches (an accumulation window); returns ``(lrs,
+    losses, smoothed, diverged, why it stopped)``."""
     groups = optimizer.param_groups
     first = group_lr(groups[0])
     # Groups with their own rates keep their ratio to the first one (discriminative rates stay so).
@@ -133,17 +140,25 @@ def _ramp(model, optimizer, train, min_lr, max_lr, steps, smoothing, diverge_fac
     lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
     model.train()
-    for step, batch in enumerate(_batches(train, steps)):
+    batches = _batches(train, steps * window)
+    for step in range(steps):
         lr = min_lr * factor ** step
         for group, ratio in zip(groups, ratios):
             set_group_lr(group, lr * ratio)
-        model.reset_metrics()  # so that the logged loss is this batch's alone
-        logs = model.train_step(batch)
-        if "loss" not in logs:
-            raise KeyError(f"find_learning_rate: train_step returned no 'loss' (it returned {sorted(logs)}); "
-                           "return the batch loss under 'loss', as Keras's train_step does")
-        # One read per step: the test must look at every loss to stop when it diverges.
-        loss = to_float(logs["loss"])
+        total = 0.0
+        for taken, batch in enumerate(batches, start=1):
+            model.reset_metrics()  # so that the logged loss is this batch's alone
+            logs = model.train_step(batch)
+            if "loss" not in logs:
+                raise KeyError(f"find_learning_rate: train_step returned no 'loss' (it returned {sorted(logs)}); "
+                               "return the batch loss under 'loss', as Keras's train_step does")
+            # One read per batch: the test must look at every loss to stop when it diverges.
+            total += to_float(logs["loss"])
+            if taken == window:
+                break
+        else:
+            break  # the data ran out inside this step's window: not a step
+        loss = total / window
         lrs.append(lr)
         losses.append(loss)
         if not math.isfinite(loss):

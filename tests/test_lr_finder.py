@@ -257,3 +257,34 @@ def test_a_generator_that_runs_out_ends_the_test():
         result = _compiled().find_learning_rate(batches, steps=10, max_lr=1e-3)
     assert len(result.lrs) == 3 and not result.diverged
     assert result.stop_reason == "the data ran out after 3 of 10 steps"
+
+
+def test_under_gradient_accumulation_a_step_is_a_window_and_an_open_window_is_put_back():
+    x, y = noisy_binary_data()  # 163 samples: 10 batches of 16 and one of 3 per pass
+
+    def accumulating(k):
+        fitkit.set_seed(0)
+        model = small_mlp()
+        optimizer = fitkit.optimizers.SGD(learning_rate=0.1, gradient_accumulation_steps=k if k > 1 else None)
+        model.compile(optimizer=optimizer, loss=nn.BCEWithLogitsLoss())
+        return model
+
+    # Two batches of 8 at one rate are one optimizer step on their mean gradient: the step of a batch
+    # of 16 holding the same samples, as a window of fit is.
+    two = accumulating(2).find_learning_rate(x[:160], y[:160], batch_size=8, min_lr=1e-3, max_lr=1.0, steps=12)
+    one = accumulating(1).find_learning_rate(x[:160], y[:160], batch_size=16, min_lr=1e-3, max_lr=1.0, steps=12)
+    assert len(two.lrs) == 12 and two.lrs == one.lrs
+    assert two.losses == pytest.approx(one.losses, abs=1e-6)
+
+    # A window a fit left open (7 batches with k=3 leave 1) is still open, with its gradients, afterwards.
+    model, twin = accumulating(3), accumulating(3)
+    for m in (model, twin):
+        fitkit.set_seed(1)  # the same dropout masks for both
+        m.fit(x[:112], y[:112], epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert model._compiled.step.accumulated == 1
+    model.find_learning_rate(x, y, batch_size=16, steps=10)
+    assert model._compiled.step.accumulated == 1
+    for m in (model, twin):
+        fitkit.set_seed(2)
+        m.fit(x[:112], y[:112], epochs=2, initial_epoch=1, batch_size=16, shuffle=False, verbose=0)
+    assert same_weights(model, twin) and same_optimizer(model.optimizer, twin.optimizer)
