@@ -32,8 +32,9 @@ from . import data
 
 #: Forward FLOPs of one training batch per thread (a 256-512-512-10 MLP at batch 64 is 51 MFLOP, the
 #: article's logistic regression at batch 32 is 640 FLOP). Measured on a 2-core VM with MLPs of growing
-#: width: two threads cost up to 12x one thread's time below 0.2 MFLOP, break even between 0.5 and
-#: 4 MFLOP, and save 15-20 % from 13 MFLOP on; so a second thread from 8 MFLOP (benchmarks/README.md).
+#: width (hand loops, 1 thread against 2): below 4 MFLOP two threads cost 1.1-1.2x on a quiet machine
+#: and up to 12x while another process holds the second core; they save 15-20 % from 13 MFLOP on and
+#: 35 % at 135 MFLOP; so a second thread from 8 MFLOP (benchmarks/README.md).
 FLOPS_PER_THREAD = 4e6
 
 _pending = weakref.WeakKeyDictionary()   # model -> the FitThreads of its running fit, until its first batch
