@@ -105,13 +105,11 @@ class EpochIterator:
                             self._warn_ran_out()
                         break
                     self._steps_seen += k
-                    batches = self._take(k)
-                    if len(batches) < k:
-                        self._ran_out(spe)
-                        if batches:
-                            yield step, step + k - 1, batches
+                    batches, ran_out = self._next_execution(k, spe)
+                    if batches:
+                        yield step, step + k - 1, batches
+                    if ran_out:
                         return
-                    yield step, step + k - 1, batches
                 if self._num_batches and self._steps_seen >= self._num_batches:
                     self._current = None  # the next epoch starts a new pass
             else:  # no steps_per_epoch and a pass of unknown length: draw until it ends
@@ -121,13 +119,11 @@ class EpochIterator:
                 step = skip
                 while True:
                     self._steps_seen = step + k
-                    batches = self._take(k)
-                    if len(batches) < k:
-                        self._ran_out(spe)
-                        if batches:
-                            yield step, step + k - 1, batches
+                    batches, ran_out = self._next_execution(k, spe)
+                    if batches:
+                        yield step, step + k - 1, batches
+                    if ran_out:
                         return
-                    yield step, step + k - 1, batches
                     step += k
         finally:
             # A `break` in the caller's loop closes this generator at once (CPython frees it), so a
@@ -145,6 +141,14 @@ class EpochIterator:
         for _ in itertools.islice(self._current, n):
             pass
         self._steps_seen = n
+
+    def _next_execution(self, k, spe):
+        """The next ``k`` batches (fewer at the end of the data) and whether the data ran out among them."""
+        batches = self._take(k)
+        if len(batches) < k:
+            self._ran_out(spe)
+            return batches, True
+        return batches, False
 
     def _take(self, k):
         if k == 1:
